@@ -1,0 +1,83 @@
+//! The command line: argument parsing and one module per subcommand.
+//!
+//! Clap types stay here; subcommands turn them into calls on the library
+//! and print results. Exit codes: 0 success, 1 the input had errors (or a
+//! command failed), 2 bad usage (clap's own).
+
+mod agents;
+mod init;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use baton::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Multi-LLM fallback router and agent orchestration engine"
+)]
+pub struct Cli {
+    /// Config file (else $BATON_CONFIG, else ./baton.toml, else the built-in default).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug); BATON_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check swarms and the config; print errors and warnings like a compiler.
+    Validate(validate::Args),
+    /// List a swarm: supervisor, workers, routes, and which rules reach whom.
+    Agents(agents::Args),
+    /// Create a new swarm directory from a built-in blueprint.
+    Init(init::Args),
+}
+
+/// Parses the process arguments and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Validate(args) => validate::run(&cli, args),
+        Command::Agents(args) => agents::run(&cli, args),
+        Command::Init(args) => init::run(&cli, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+impl Cli {
+    /// The config as DESIGN.md finds it; its errors are printed in full.
+    fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config::discover(self.config.as_deref())?)
+    }
+}

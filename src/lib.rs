@@ -1,0 +1,11 @@
+//! Baton: a multi-LLM fallback router and agent orchestration engine.
+//!
+//! Agent swarms are markdown (Claude Code-style agent files, Cursor `.mdc`
+//! rules, `CLAUDE.md` memory). This crate loads and validates them
+//! ([`template`]) into the model the engine runs ([`swarm`]), against the
+//! routing config ([`config`]). The `baton` binary is a thin command-line shell over it.
+
+pub mod config;
+pub mod diagnostic;
+pub mod swarm;
+pub mod template;

@@ -1,0 +1,507 @@
+//! Front matter: the YAML block at the top of agent and rule files.
+//!
+//! The files are users', written for Claude Code and Cursor, whose readers
+//! are far more forgiving than a YAML parser: in public collections most
+//! files are not valid YAML (`globs: **/*.ts` reads as an alias, a
+//! description with `user: "..."` inside an `<example>` is a nested mapping,
+//! `\n` escapes sit in plain scalars). So this module reads front matter in
+//! two layers:
+//!
+//! 1. The block is split into top-level fields: a field starts at a line in
+//!    column 0 of the form `key:`; the lines after it (indented lines, list
+//!    items, and prose lines of a multi-line description) belong to it. This
+//!    gives every field its own line number and lets one bad value not spoil
+//!    the others.
+//! 2. Each field is parsed as YAML on its own (saphyr, a YAML 1.2 parser).
+//!    When that fails and the value is a plain scalar, the raw text is taken
+//!    as the string the author meant, with a warning. When it fails and the
+//!    value is structured (a flow list or map, a quoted string), the author
+//!    meant YAML and got it wrong: that is an error with its line and column.
+//!
+//! The delimiters are forgiving too: blank lines may come before the opening
+//! `---`, and the closing line may be a longer run of dashes or `...`.
+//! pulldown-cmark's own metadata-block scanner requires the block at byte 0
+//! and a closing line of exactly `---`/`...`, which real files do not always
+//! meet, so the split is done here and pulldown-cmark reads the body.
+
+use serde_json::{Map, Number, Value};
+
+use saphyr::{LoadableYamlNode, ScalarOwned, YamlOwned};
+
+/// One top-level front-matter field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub key: String,
+    /// 1-based line of the `key:` line.
+    pub line: usize,
+    /// 1-based column where the value starts on the key line.
+    pub value_column: usize,
+    pub value: Value,
+    /// True when the value was not valid YAML and was read as plain text.
+    pub lenient: bool,
+    /// True when the value was written as a plain (unquoted, non-block)
+    /// scalar, where `\n` is a literal backslash-n.
+    pub plain: bool,
+}
+
+/// A finding while reading front matter, positioned in the whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub error: bool,
+    pub line: usize,
+    pub column: usize,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// A file split into its front matter fields and body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Document {
+    /// False when the file has no front matter at all.
+    pub has_front_matter: bool,
+    pub fields: Vec<Field>,
+    pub body: String,
+    /// 1-based line where the body starts.
+    pub body_line: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl Document {
+    pub fn get(&self, key: &str) -> Option<&Field> {
+        // The last occurrence wins, as in the YAML readers users' tools use.
+        self.fields.iter().rev().find(|f| f.key == key)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.error)
+    }
+}
+
+/// Keys some tool gives meaning to. A line `Key:` inside a prose value is
+/// taken as a new field only when it is one of these or looks like a field
+/// name (lowercase, no spaces).
+const KNOWN_KEYS: &[&str] = &[
+    // Claude Code subagents
+    "name",
+    "description",
+    "tools",
+    "disallowedTools",
+    "model",
+    "color",
+    "permissionMode",
+    "skills",
+    "hooks",
+    "mcpServers",
+    "maxTurns",
+    "memory",
+    // Cursor rules and Copilot instructions
+    "globs",
+    "alwaysApply",
+    "applyTo",
+    // Baton
+    "role",
+    "route",
+    "intents",
+    "requires",
+    "stakes",
+    "template",
+    "output_schema",
+    "delegates",
+    "rules",
+];
+
+/// Splits `text` (already decoded and normalised to `\n`) into front matter
+/// and body, and parses the fields.
+pub fn parse(text: &str) -> Document {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(open) = lines.iter().position(|l| !l.trim().is_empty()) else {
+        return Document {
+            body: String::new(),
+            body_line: 1,
+            ..Document::default()
+        };
+    };
+    if !is_dash_line(lines[open]) {
+        return Document {
+            body: text.to_owned(),
+            body_line: 1,
+            ..Document::default()
+        };
+    }
+    let close = lines[open + 1..]
+        .iter()
+        .position(|l| is_dash_line(l) || l.trim_end() == "...")
+        .map(|i| i + open + 1);
+    let Some(close) = close else {
+        return Document {
+            has_front_matter: true,
+            body: String::new(),
+            body_line: lines.len(),
+            findings: vec![Finding {
+                error: true,
+                line: open + 1,
+                column: 1,
+                field: None,
+                message: "unterminated front matter: opened with `---` here but no closing `---` line follows".into(),
+            }],
+            ..Document::default()
+        };
+    };
+    let mut document = Document {
+        has_front_matter: true,
+        body: lines[close + 1..].join("\n"),
+        body_line: close + 2,
+        ..Document::default()
+    };
+    read_fields(&lines[open + 1..close], open + 2, &mut document);
+    document
+}
+
+fn is_dash_line(line: &str) -> bool {
+    let trimmed = line.trim_end();
+    trimmed.len() >= 3 && trimmed.bytes().all(|b| b == b'-')
+}
+
+/// A field's lines before parsing: the key line and what belongs to it.
+struct RawField<'a> {
+    key: String,
+    line: usize,
+    /// Byte offset of the value in the key line (just past `key:`).
+    value_start: usize,
+    lines: Vec<&'a str>,
+}
+
+fn read_fields(lines: &[&str], first_line: usize, document: &mut Document) {
+    let mut raw: Vec<RawField<'_>> = Vec::new();
+    for (i, &line) in lines.iter().enumerate() {
+        let line_no = first_line + i;
+        if let Some(current) = raw.last_mut()
+            && belongs_to(current, line)
+        {
+            current.lines.push(line);
+            continue;
+        }
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            if let Some(current) = raw.last_mut() {
+                current.lines.push(line);
+            }
+            continue;
+        }
+        match split_key(line) {
+            Some((key, value_start)) => raw.push(RawField {
+                key,
+                line: line_no,
+                value_start,
+                lines: vec![line],
+            }),
+            None => document.findings.push(Finding {
+                error: true,
+                line: line_no,
+                column: 1,
+                field: None,
+                message: format!(
+                    "expected a `key: value` line in the front matter, found `{}`",
+                    shorten(line.trim())
+                ),
+            }),
+        }
+    }
+    for field in raw {
+        parse_field(field, document);
+    }
+}
+
+/// Whether `line` continues the field `current` rather than starting a new one.
+fn belongs_to(current: &RawField<'_>, line: &str) -> bool {
+    let starts_indented = line.starts_with([' ', '\t']);
+    if starts_indented || line.starts_with('-') && !is_dash_line(line) {
+        return true;
+    }
+    if line.trim().is_empty() {
+        return false;
+    }
+    let value_on_key_line = current.lines[0][current.value_start..].trim();
+    let is_prose = !value_on_key_line.is_empty()
+        && !value_on_key_line.starts_with(['[', '{', '"', '\'', '|', '>']);
+    if !is_prose {
+        return false;
+    }
+    // Inside an open <example> block every line is prose.
+    let text = current.lines.join("\n");
+    if text.matches("<example>").count() > text.matches("</example>").count() {
+        return true;
+    }
+    match split_key(line) {
+        None => true,
+        Some((key, _)) => {
+            !KNOWN_KEYS.contains(&key.as_str())
+                && (key.contains(' ')
+                    || key.starts_with(|c: char| c.is_uppercase())
+                    || matches!(key.as_str(), "user" | "assistant" | "human"))
+        }
+    }
+}
+
+/// Splits `key: value` at column 0. Returns the key and the byte offset just
+/// past the colon.
+fn split_key(line: &str) -> Option<(String, usize)> {
+    if line.starts_with([' ', '\t', '#', '-', '[', '{']) {
+        return None;
+    }
+    let bytes = line.as_bytes();
+    let mut search_from = 0;
+    // A quoted key may contain colons.
+    if let Some(quote @ (b'"' | b'\'')) = bytes.first().copied() {
+        let end = line[1..].find(quote as char)? + 1;
+        search_from = end + 1;
+    }
+    let colon = line[search_from..]
+        .char_indices()
+        .find(|&(i, c)| {
+            c == ':'
+                && line[search_from + i + 1..]
+                    .chars()
+                    .next()
+                    .is_none_or(|n| n == ' ' || n == '\t')
+        })
+        .map(|(i, _)| search_from + i)?;
+    let key = line[..colon]
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_owned();
+    if key.is_empty() {
+        return None;
+    }
+    Some((key, colon + 1))
+}
+
+fn parse_field(raw: RawField<'_>, document: &mut Document) {
+    let key_line = raw.lines[0];
+    let value_text = &key_line[raw.value_start..];
+    let value_column = key_line[..raw.value_start].chars().count()
+        + value_text.chars().take_while(|c| c.is_whitespace()).count()
+        + 1;
+    let head = value_text.trim();
+    let plain = !head.is_empty() && !head.starts_with(['[', '{', '"', '\'', '|', '>', '&', '!']);
+    let chunk = raw.lines.join("\n");
+    match YamlOwned::load_from_str(&chunk) {
+        Ok(docs) => {
+            let value = docs
+                .into_iter()
+                .next()
+                .and_then(|doc| match doc {
+                    YamlOwned::Mapping(map) => map.into_iter().next().map(|(_, v)| v),
+                    _ => None,
+                })
+                .map(to_json)
+                .unwrap_or(Value::Null);
+            document.fields.push(Field {
+                key: raw.key,
+                line: raw.line,
+                value_column,
+                value,
+                lenient: false,
+                plain,
+            });
+        }
+        Err(error) => {
+            let structured = head.starts_with(['[', '{', '"', '\'', '|', '>']);
+            if structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]) {
+                let line = raw.line + error.marker().line().saturating_sub(1);
+                let column = error.marker().col() + 1;
+                document.findings.push(Finding {
+                    error: true,
+                    line,
+                    column,
+                    field: Some(raw.key),
+                    message: format!("YAML syntax error: {}", error.info()),
+                });
+                return;
+            }
+            let text = lenient_text(value_text, &raw.lines[1..]);
+            document.findings.push(Finding {
+                error: false,
+                line: raw.line,
+                column: value_column,
+                field: Some(raw.key.clone()),
+                message: format!(
+                    "value is not valid YAML ({}); read as plain text, as Claude Code and Cursor do",
+                    error.info()
+                ),
+            });
+            document.fields.push(Field {
+                key: raw.key,
+                line: raw.line,
+                value_column,
+                value: Value::String(text),
+                lenient: true,
+                plain: true,
+            });
+        }
+    }
+}
+
+/// Continuation lines of a value with nothing on the key line: prose unless
+/// they look like a YAML list or mapping.
+fn looks_like_prose(lines: &[&str]) -> bool {
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| !l.starts_with('-') && split_key(l).is_none())
+}
+
+fn lenient_text(first: &str, rest: &[&str]) -> String {
+    let mut text = first.trim().to_owned();
+    for line in rest {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(line.trim());
+    }
+    text.trim().to_owned()
+}
+
+/// Converts a YAML node to JSON; front matter is data, and JSON is what
+/// output schemas and the rest of Baton speak.
+fn to_json(node: YamlOwned) -> Value {
+    match node {
+        YamlOwned::Value(scalar) => scalar_to_json(scalar),
+        YamlOwned::Representation(text, _, _) => Value::String(text),
+        YamlOwned::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        YamlOwned::Mapping(map) => {
+            let mut object = Map::new();
+            for (key, value) in map {
+                object.insert(key_string(key), to_json(value));
+            }
+            Value::Object(object)
+        }
+        YamlOwned::Tagged(_, inner) => to_json(*inner),
+        YamlOwned::Alias(_) | YamlOwned::BadValue => Value::Null,
+    }
+}
+
+fn scalar_to_json(scalar: ScalarOwned) -> Value {
+    match scalar {
+        ScalarOwned::Null => Value::Null,
+        ScalarOwned::Boolean(b) => Value::Bool(b),
+        ScalarOwned::Integer(i) => Value::Number(i.into()),
+        ScalarOwned::FloatingPoint(f) => {
+            Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number)
+        }
+        ScalarOwned::String(s) => Value::String(s),
+    }
+}
+
+fn key_string(key: YamlOwned) -> String {
+    match to_json(key) {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.chars().count() <= MAX {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field<'a>(doc: &'a Document, key: &str) -> &'a Value {
+        &doc.get(key)
+            .unwrap_or_else(|| panic!("no field {key}: {doc:?}"))
+            .value
+    }
+
+    #[test]
+    fn reads_plain_front_matter_with_line_numbers() {
+        let doc = parse("---\nname: a\ntools: [Read, Grep]\n---\nBody\n");
+        assert!(doc.findings.is_empty(), "{:?}", doc.findings);
+        assert_eq!(field(&doc, "name"), "a");
+        assert_eq!(field(&doc, "tools"), &serde_json::json!(["Read", "Grep"]));
+        assert_eq!(doc.get("tools").unwrap().line, 3);
+        assert_eq!(doc.body, "Body\n");
+        assert_eq!(doc.body_line, 5);
+    }
+
+    #[test]
+    fn unquoted_star_glob_reads_as_text_with_a_warning() {
+        let doc = parse("---\nglobs: **/*.ts\nalwaysApply: false\n---\nx");
+        assert_eq!(field(&doc, "globs"), "**/*.ts");
+        assert_eq!(field(&doc, "alwaysApply"), false);
+        assert_eq!(doc.findings.len(), 1);
+        assert!(!doc.findings[0].error);
+    }
+
+    #[test]
+    fn multi_line_description_with_examples_stays_one_field() {
+        let text = "---\nname: reviewer\ndescription: Use this agent when code changes. Examples:\n<example>\nContext: the user wrote code\nuser: \"Review this\"\nassistant: \"I will use the agent\"\n</example>\nmodel: sonnet\n---\nPrompt";
+        let doc = parse(text);
+        let description = field(&doc, "description").as_str().unwrap();
+        assert!(
+            description.contains("user: \"Review this\""),
+            "{description}"
+        );
+        assert!(description.ends_with("</example>"));
+        assert_eq!(field(&doc, "model"), "sonnet");
+        assert!(doc.findings.iter().all(|f| !f.error));
+    }
+
+    #[test]
+    fn broken_flow_list_is_an_error_at_its_line() {
+        let doc = parse("---\nname: a\ntools: [Read, Grep\n---\nBody");
+        let error = doc.findings.iter().find(|f| f.error).expect("an error");
+        assert_eq!(error.field.as_deref(), Some("tools"));
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("YAML syntax error"));
+    }
+
+    #[test]
+    fn opening_after_blank_lines_and_long_closing_line() {
+        let doc = parse("\n\n---\nname: a\n------\nBody");
+        assert_eq!(field(&doc, "name"), "a");
+        assert_eq!(doc.body, "Body");
+        assert_eq!(doc.body_line, 6);
+    }
+
+    #[test]
+    fn unterminated_front_matter_is_an_error_at_the_opening_line() {
+        let doc = parse("---\nname: a\nBody without a close");
+        assert!(doc.has_errors());
+        assert_eq!(doc.findings[0].line, 1);
+        assert!(
+            doc.findings[0]
+                .message
+                .contains("unterminated front matter")
+        );
+    }
+
+    #[test]
+    fn no_front_matter_keeps_the_whole_text_as_body() {
+        let doc = parse("# Title\ntext");
+        assert!(!doc.has_front_matter);
+        assert_eq!(doc.body, "# Title\ntext");
+    }
+
+    #[test]
+    fn block_scalars_lists_and_nested_maps() {
+        let doc = parse(
+            "---\ndescription: |\n  line one\n  line two\ntools:\n- Read\n- Grep\nextra:\n  depth: 3\n  nested: {a: 1}\n---\nb",
+        );
+        assert_eq!(field(&doc, "description"), "line one\nline two\n");
+        assert_eq!(field(&doc, "tools"), &serde_json::json!(["Read", "Grep"]));
+        assert_eq!(
+            field(&doc, "extra"),
+            &serde_json::json!({"depth": 3, "nested": {"a": 1}})
+        );
+        assert!(doc.findings.is_empty(), "{:?}", doc.findings);
+    }
+}
