@@ -96,9 +96,21 @@ pub fn load_swarm(dir: &Path, config: &Config) -> Result<Loaded, TemplateError> 
     let mut diagnostics = Diagnostics::new();
     let memory = memory::load(dir, &mut diagnostics);
 
-    let agent_paths = files_in(dir, false, |name| {
-        name.ends_with(".md") && !NOT_AGENTS.contains(&name.to_lowercase().as_str())
-    });
+    // Files the memory imports are memory, not agents without front matter.
+    let memory_files: Vec<PathBuf> = memory
+        .files
+        .iter()
+        .filter_map(|f| f.path.canonicalize().ok())
+        .collect();
+    let agent_paths: Vec<PathBuf> = files_in(dir, false, |name| {
+        name.ends_with(".md") && !NOT_AGENTS.contains(&name)
+    })
+    .into_iter()
+    .filter(|p| {
+        p.canonicalize()
+            .map_or(true, |c| !memory_files.contains(&c))
+    })
+    .collect();
     let drafts: Vec<AgentDraft> = agent_paths
         .iter()
         .filter_map(|path| {

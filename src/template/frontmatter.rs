@@ -307,8 +307,20 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
         Err(error) => {
             let structured = head.starts_with(['[', '{', '"', '\'', '|', '>']);
             if structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]) {
-                let line = raw.line + error.marker().line().saturating_sub(1);
-                let column = error.marker().col() + 1;
+                // An error at the end of the chunk (an unclosed list or
+                // quote) is reported where the field's text ends, not on the
+                // closing `---` line.
+                let chunk_line = error.marker().line().max(1);
+                let (line, column) = if chunk_line > raw.lines.len() {
+                    let last = raw
+                        .lines
+                        .iter()
+                        .rposition(|l| !l.trim().is_empty())
+                        .unwrap_or(0);
+                    (raw.line + last, raw.lines[last].chars().count() + 1)
+                } else {
+                    (raw.line + chunk_line - 1, error.marker().col() + 1)
+                };
                 document.findings.push(Finding {
                     error: true,
                     line,

@@ -156,8 +156,30 @@ fn resolve(base: &Path, import: &str) -> Option<PathBuf> {
     Some(if path.is_absolute() {
         path.to_owned()
     } else {
-        base.join(path)
+        lexical_join(base, path)
     })
+}
+
+/// `base/relative` with `.` and `..` folded, so that messages show
+/// `glossary.md`, not `docs/../glossary.md`. Lexical on purpose: symlinks
+/// are followed when the file is read, not when its name is shown.
+fn lexical_join(base: &Path, relative: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    for component in relative.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let popped =
+                    matches!(out.components().next_back(), Some(Component::Normal(_))) && out.pop();
+                if !popped {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// One `@path` mention outside code.
@@ -242,7 +264,7 @@ mod tests {
 
     #[test]
     fn ignores_code_annotations_emails_and_bare_words() {
-        let text = "```java\n@Override\n@see/path.md\n```\nUse `@inline/code.md` and mail a@b.com, ping @team.\n    @indented/block.md\n";
+        let text = "```java\n@Override\n@see/path.md\n```\nUse `@inline/code.md` and mail a@b.com, ping @team.\n\n    @indented/block.md\n";
         assert!(paths(text).is_empty(), "{:?}", paths(text));
     }
 
