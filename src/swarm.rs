@@ -119,8 +119,8 @@ pub struct AgentSpec {
     pub route_source: RouteSource,
     /// Claude Code's `tools`; `None` means the field was absent (all tools).
     pub tools: Option<Vec<String>>,
-    /// Claude Code's `model`, as written.
-    pub model: Option<String>,
+    /// Claude Code's `model` as written (VS Code agents may list several).
+    pub model: Vec<String>,
     pub intents: Vec<String>,
     pub requires: Vec<Capability>,
     pub stakes: Stakes,

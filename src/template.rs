@@ -445,7 +445,7 @@ fn build_agents(
                 route,
                 route_source,
                 tools: draft.tools,
-                model: draft.model.map(|m| m.value),
+                model: draft.model.map(|m| m.value).unwrap_or_default(),
                 intents: draft.intents.unwrap_or_default(),
                 requires: draft.requires.unwrap_or_default(),
                 stakes: draft.stakes.unwrap_or_default(),
@@ -487,13 +487,15 @@ fn resolve_route(
         ));
         return (default_route.clone(), RouteSource::Default);
     }
-    let Some(model) = &draft.model else {
+    let Some(models) = &draft.model else {
         return (default_route.clone(), RouteSource::Default);
     };
-    if config.route(&model.value).is_some() {
-        return (RouteName(model.value.clone()), RouteSource::Model);
+    // A list (VS Code agents) is an order of preference: the first entry
+    // that names a route serves.
+    if let Some(route) = models.value.iter().find(|m| config.route(m).is_some()) {
+        return (RouteName(route.clone()), RouteSource::Model);
     }
-    if model.value == "inherit" {
+    if models.value.iter().any(|m| m == "inherit") {
         let source = if is_supervisor {
             RouteSource::Default
         } else {
@@ -501,16 +503,18 @@ fn resolve_route(
         };
         return (default_route.clone(), source);
     }
+    let names: Vec<String> = models.value.iter().map(|m| format!("`{m}`")).collect();
     diagnostics.push(
         Diagnostic::warning(
             &draft.path,
             format!(
-                "`{}` names no route in {}; the default route `{default_route}` serves this agent (add a route of that name, or set `route:`)",
-                model.value,
+                "{} {} no route in {}; the default route `{default_route}` serves this agent (add a route of that name, or set `route:`)",
+                fields::join_or(&names),
+                if names.len() == 1 { "names" } else { "name" },
                 config.path.display()
             ),
         )
-        .at(model.line, model.column)
+        .at(models.line, models.column)
         .field("model"),
     );
     (default_route.clone(), RouteSource::Default)

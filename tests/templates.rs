@@ -276,6 +276,41 @@ fn escaped_newlines_yaml_list_tools_and_unknown_model_id() {
 }
 
 #[test]
+fn vs_code_agent_with_multi_line_flow_lists_and_a_model_list() {
+    let dir = swarm_with(&[(
+        "migration-lead.agent.md",
+        &fixture("migration-lead.agent.md"),
+    )]);
+    let loaded = load_ok(dir.path());
+    let lead = loaded.swarm.agent("migration-lead").unwrap();
+    assert_eq!(
+        lead.tools.as_deref().unwrap(),
+        ["agent", "search/usages", "edit/editFiles"]
+    );
+    assert_eq!(lead.model, ["GPT-4.1", "haiku"]);
+    assert_eq!(
+        lead.route.0, "haiku",
+        "the first listed model that names a route serves"
+    );
+    assert!(
+        lead.extra["mcp-servers"]
+            .as_str()
+            .unwrap()
+            .contains("'--rm'"),
+        "kept as text"
+    );
+    let w = &loaded.warnings;
+    assert!(
+        w.mentions(
+            &dir.path().join("migration-lead.agent.md"),
+            "kept as text since Baton does not use this field"
+        ),
+        "{w}"
+    );
+    assert_eq!(w.error_count(), 0);
+}
+
+#[test]
 fn real_cursor_rules_load_with_their_kinds() {
     let dir = swarm_with(&[
         ("rules/typescript.mdc", &fixture("typescript.mdc")),

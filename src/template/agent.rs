@@ -36,7 +36,8 @@ pub struct AgentDraft {
     pub description: Option<String>,
     pub role: Option<Located<Role>>,
     pub tools: Option<Vec<String>>,
-    pub model: Option<Located<String>>,
+    /// Claude Code's `model` (one), or VS Code's list of models in order.
+    pub model: Option<Located<Vec<String>>>,
     pub route: Option<Located<String>>,
     pub intents: Option<Vec<String>>,
     pub requires: Option<Vec<Capability>>,
@@ -111,8 +112,8 @@ fn interpret(path: &Path, document: Document, diagnostics: &mut Diagnostics) -> 
                 }
                 "tools" => draft.tools = Some(fields::list(path, field)?),
                 "model" => {
-                    draft.model =
-                        fields::text(path, field)?.map(|m| located(field, m.trim().to_owned()))
+                    let models = fields::list(path, field)?;
+                    draft.model = (!models.is_empty()).then(|| located(field, models));
                 }
                 "route" => {
                     draft.route =
@@ -296,7 +297,7 @@ mod tests {
             Some("Reviews code.\nUse after edits.")
         );
         assert_eq!(draft.tools.unwrap(), ["Read", "Grep", "Glob"]);
-        assert_eq!(draft.model.unwrap().value, "sonnet");
+        assert_eq!(draft.model.unwrap().value, ["sonnet"]);
         assert_eq!(draft.extra["color"], "blue");
     }
 

@@ -138,8 +138,26 @@ pub fn list(path: &Path, field: &Field) -> Result<Vec<String>, Diagnostic> {
     }
 }
 
+/// Splits at commas outside braces, so that a glob such as
+/// `**/*.{ts,tsx}` stays whole.
 fn split_commas(text: &str) -> Vec<String> {
-    text.split(',')
+    let mut items = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    items
+        .into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
@@ -207,6 +225,10 @@ mod tests {
         );
         assert!(list(p, &field(serde_json::json!([]))).unwrap().is_empty());
         assert!(list(p, &field(Value::Null)).unwrap().is_empty());
+        assert_eq!(
+            list(p, &field("**/*.{ts,tsx}, docs/*.md".into())).unwrap(),
+            ["**/*.{ts,tsx}", "docs/*.md"]
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ const KNOWN_KEYS: &[&str] = &[
     "rules",
 ];
 
+/// Fields whose plain-text reading is the documented form, not a slip.
+const QUIET_WHEN_LENIENT: &[&str] = &["globs", "applyTo"];
+
 /// Splits `text` (already decoded and normalised to `\n`) into front matter
 /// and body, and parses the fields.
 pub fn parse(text: &str) -> Document {
@@ -220,6 +223,12 @@ fn belongs_to(current: &RawField<'_>, line: &str) -> bool {
     if line.trim().is_empty() {
         return false;
     }
+    // A flow list or map spread over lines (`tools: [` ... `]`) may close in
+    // column 0; YAML readers accept that, since flow content ignores
+    // indentation.
+    if open_brackets(&current.lines) > 0 {
+        return true;
+    }
     let value_on_key_line = current.lines[0][current.value_start..].trim();
     let is_prose = !value_on_key_line.is_empty()
         && !value_on_key_line.starts_with(['[', '{', '"', '\'', '|', '>']);
@@ -240,6 +249,34 @@ fn belongs_to(current: &RawField<'_>, line: &str) -> bool {
                     || matches!(key.as_str(), "user" | "assistant" | "human"))
         }
     }
+}
+
+/// How many `[`/`{` are open at the end of `lines`, outside quotes.
+fn open_brackets(lines: &[&str]) -> usize {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, line) in lines.iter().enumerate() {
+        // The key line's brackets count only after the key.
+        let text = if i == 0 {
+            line.split_once(':').map_or(*line, |(_, v)| v)
+        } else {
+            line
+        };
+        for c in text.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '[' | '{') => depth += 1,
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                (None, '#') if depth == 0 => break,
+                _ => {}
+            }
+        }
+        // Quotes do not span lines in the flow values this is for.
+        quote = None;
+    }
+    depth
 }
 
 /// Splits `key: value` at column 0. Returns the key and the byte offset just
@@ -284,7 +321,26 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
     let head = value_text.trim();
     let plain = !head.is_empty() && !head.starts_with(['[', '{', '"', '\'', '|', '>', '&', '!']);
     let chunk = raw.lines.join("\n");
-    match YamlOwned::load_from_str(&chunk) {
+    let parsed = YamlOwned::load_from_str(&chunk).or_else(|error| {
+        // Lenient YAML readers (js-yaml, which Cursor and VS Code use) accept
+        // a continuation in column 0, such as the `]` closing a flow list;
+        // YAML 1.2 wants it indented. Indenting every continuation line by
+        // one space keeps their relative layout and gives the same value.
+        if raw.lines[1..]
+            .iter()
+            .any(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
+        {
+            let mut indented = raw.lines[0].to_owned();
+            for line in &raw.lines[1..] {
+                indented.push_str("\n ");
+                indented.push_str(line);
+            }
+            YamlOwned::load_from_str(&indented).map_err(|_| error)
+        } else {
+            Err(error)
+        }
+    });
+    match parsed {
         Ok(docs) => {
             let value = docs
                 .into_iter()
@@ -306,7 +362,31 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
         }
         Err(error) => {
             let structured = head.starts_with(['[', '{', '"', '\'', '|', '>']);
-            if structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]) {
+            let broken = structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]);
+            if broken && !KNOWN_KEYS.contains(&raw.key.as_str()) {
+                // A field no tool here interprets: keep its text and go on,
+                // as the tool it was written for would have parsed it.
+                document.findings.push(Finding {
+                    error: false,
+                    line: raw.line,
+                    column: value_column,
+                    field: Some(raw.key.clone()),
+                    message: format!(
+                        "value is not valid YAML ({}); kept as text since Baton does not use this field",
+                        error.info()
+                    ),
+                });
+                document.fields.push(Field {
+                    key: raw.key,
+                    line: raw.line,
+                    value_column,
+                    value: Value::String(lenient_text(value_text, &raw.lines[1..])),
+                    lenient: true,
+                    plain: false,
+                });
+                return;
+            }
+            if broken {
                 // An error at the end of the chunk (an unclosed list or
                 // quote) is reported where the field's text ends, not on the
                 // closing `---` line.
@@ -331,16 +411,20 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
                 return;
             }
             let text = lenient_text(value_text, &raw.lines[1..]);
-            document.findings.push(Finding {
+            // Cursor's own documentation writes globs unquoted (`globs:
+            // **/*.ts`): that is the format, not a mistake worth a warning.
+            if !QUIET_WHEN_LENIENT.contains(&raw.key.as_str()) {
+                document.findings.push(Finding {
                 error: false,
                 line: raw.line,
                 column: value_column,
                 field: Some(raw.key.clone()),
-                message: format!(
-                    "value is not valid YAML ({}); read as plain text, as Claude Code and Cursor do",
-                    error.info()
-                ),
-            });
+                    message: format!(
+                        "value is not valid YAML ({}); read as plain text, as Claude Code and Cursor do",
+                        error.info()
+                    ),
+                });
+            }
             document.fields.push(Field {
                 key: raw.key,
                 line: raw.line,
@@ -449,8 +533,8 @@ mod tests {
         let doc = parse("---\nglobs: **/*.ts\nalwaysApply: false\n---\nx");
         assert_eq!(field(&doc, "globs"), "**/*.ts");
         assert_eq!(field(&doc, "alwaysApply"), false);
-        assert_eq!(doc.findings.len(), 1);
-        assert!(!doc.findings[0].error);
+        assert!(doc.findings.is_empty(), "{:?}", doc.findings);
+        assert!(doc.get("globs").unwrap().lenient);
     }
 
     #[test]
@@ -474,6 +558,34 @@ mod tests {
         assert_eq!(error.field.as_deref(), Some("tools"));
         assert_eq!(error.line, 3);
         assert!(error.message.contains("YAML syntax error"));
+    }
+
+    #[test]
+    fn flow_list_spread_over_lines_closing_in_column_zero() {
+        let doc = parse("---\ntools: [\n  'agent',\n  'search/usages'\n]\nname: x\n---\nb");
+        assert!(doc.findings.is_empty(), "{:?}", doc.findings);
+        assert_eq!(
+            field(&doc, "tools"),
+            &serde_json::json!(["agent", "search/usages"])
+        );
+        assert_eq!(field(&doc, "name"), "x");
+    }
+
+    #[test]
+    fn broken_value_of_a_field_no_one_reads_is_a_warning() {
+        let doc = parse(
+            "---\nname: x\nmcp-servers:\n  a:\n    args: [\n      'run'\n    ]\n    env:\n      K: v\n---\nb",
+        );
+        assert!(!doc.has_errors(), "{:?}", doc.findings);
+        assert_eq!(doc.findings.len(), 1);
+        assert!(
+            doc.get("mcp-servers")
+                .unwrap()
+                .value
+                .as_str()
+                .unwrap()
+                .contains("'run'")
+        );
     }
 
     #[test]
