@@ -6,6 +6,7 @@
 
 mod agents;
 mod init;
+mod mock_provider;
 mod validate;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Agents(agents::Args),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
+    /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
+    MockProvider(mock_provider::Args),
 }
 
 /// Parses the process arguments and runs the subcommand.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Agents(args) => agents::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
+        Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
     match result {
         Ok(code) => code,

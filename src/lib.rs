@@ -3,9 +3,15 @@
 //! Agent swarms are markdown (Claude Code-style agent files, Cursor `.mdc`
 //! rules, `CLAUDE.md` memory). This crate loads and validates them
 //! ([`template`]) into the model the engine runs ([`swarm`]), against the
-//! routing config ([`config`]). The `baton` binary is a thin command-line shell over it.
+//! routing config ([`config`]). Requests go to upstreams through
+//! [`provider`] backends along the fallback chains of [`routing`];
+//! [`knowledge`] indexes a swarm's documents for the extractive surrogate.
+//! The `baton` binary is a thin command-line shell over it.
 
 pub mod config;
 pub mod diagnostic;
+pub mod knowledge;
+pub mod provider;
+pub mod routing;
 pub mod swarm;
 pub mod template;

@@ -1,0 +1,1 @@
+//! The extractive surrogate: answers from the knowledge base, needs no model.

@@ -1,0 +1,1 @@
+//! The scripted-fault upstream server (`baton mock-provider`).

@@ -1,0 +1,6 @@
+//! Routing: the policy-driven fallback chain and what it decides with.
+
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod decision;
