@@ -13,5 +13,6 @@ pub mod diagnostic;
 pub mod knowledge;
 pub mod provider;
 pub mod routing;
+pub mod secret;
 pub mod swarm;
 pub mod template;

@@ -15,8 +15,10 @@
 
 pub mod anthropic;
 pub mod extractive;
+pub mod http;
 pub mod mock;
 pub mod openai;
+pub mod sse;
 
 use std::fmt;
 use std::pin::Pin;

@@ -1,1 +1,532 @@
-//! OpenAI Chat Completions client.
+//! OpenAI Chat Completions client, for OpenAI and every compatible server
+//! (OpenRouter, vLLM, llama.cpp's server, Ollama's `/v1`, LM Studio).
+//!
+//! `base_url` is the API root including the version (`https://api.openai.com/v1`,
+//! `http://127.0.0.1:11434/v1`); requests go to `{base_url}/chat/completions`.
+//! The request uses `max_tokens` (not `max_completion_tokens`) because that is
+//! what compatible servers understand. Streams ask for usage with
+//! `stream_options.include_usage` and end at `data: [DONE]`; one that stops
+//! before it was cut. A `content_filter` finish is reported as
+//! [`ProviderError::ContentFilter`] so that routing can try another provider;
+//! an error whose code is `context_length_exceeded` as
+//! [`ProviderError::ContextLength`].
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::http::{self, body_until, excerpt, first_token_until, send_until};
+use super::sse::{Decoder, SseEvent, event_stream};
+use super::{
+    AttemptDeadline, Backend, ChatRequest, ChatResponse, EventStream, FinishReason, MessageRole,
+    ProviderError, StreamEvent, ToolCall, Usage,
+};
+use crate::config::ProviderId;
+use crate::secret::Secret;
+
+/// A provider speaking OpenAI Chat Completions.
+#[derive(Debug)]
+pub struct OpenAi {
+    id: ProviderId,
+    client: reqwest::Client,
+    endpoint: String,
+    model: String,
+    key: Option<Secret>,
+}
+
+impl OpenAi {
+    /// A client for `model` at `base_url`; `key` is sent as a bearer token
+    /// (local servers need none).
+    pub fn new(
+        id: ProviderId,
+        base_url: &str,
+        model: impl Into<String>,
+        key: Option<Secret>,
+        connect_timeout: Duration,
+    ) -> Result<Self, ProviderError> {
+        Ok(Self {
+            id,
+            client: http::client(connect_timeout)?,
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            model: model.into(),
+            key,
+        })
+    }
+
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let request = self.client.post(&self.endpoint).json(body);
+        match &self.key {
+            Some(key) => request.bearer_auth(key.expose()),
+            None => request,
+        }
+    }
+
+    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    MessageRole::System => "system",
+                    MessageRole::User => "user",
+                    MessageRole::Assistant => "assistant",
+                    MessageRole::Tool => "tool",
+                };
+                let mut message = json!({ "role": role, "content": m.content });
+                if !m.tool_calls.is_empty() {
+                    message["tool_calls"] = m
+                        .tool_calls
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "id": c.id,
+                                "type": "function",
+                                "function": { "name": c.name, "arguments": c.arguments },
+                            })
+                        })
+                        .collect();
+                }
+                if let Some(id) = &m.tool_call_id {
+                    message["tool_call_id"] = json!(id);
+                }
+                message
+            })
+            .collect();
+        let mut body = json!({ "model": self.model, "messages": messages, "stream": stream });
+        if let Some(max) = request.max_tokens {
+            body["max_tokens"] = json!(max);
+        }
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if !request.stop.is_empty() {
+            body["stop"] = json!(request.stop);
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({
+                        "type": "function",
+                        "function": { "name": t.name, "description": t.description, "parameters": t.parameters },
+                    })
+                })
+                .collect();
+        }
+        if stream {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+}
+
+impl Backend for OpenAi {
+    fn id(&self) -> &ProviderId {
+        &self.id
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        deadline: AttemptDeadline,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let response = send_until(
+                self.post(&self.body(request, false)),
+                deadline.end,
+                started,
+                false,
+            )
+            .await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = body_until(response, deadline.end, started).await?;
+            if !(200..300).contains(&status) {
+                return Err(error_from(status, &headers, &body));
+            }
+            parse_completion(&body, http::header_str(&headers, "x-request-id"))
+        })
+    }
+
+    fn stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        deadline: AttemptDeadline,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let until = first_token_until(&deadline, started);
+            let response =
+                send_until(self.post(&self.body(request, true)), until, started, true).await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            if !(200..300).contains(&status) {
+                let body = body_until(response, deadline.end, started).await?;
+                return Err(error_from(status, &headers, &body));
+            }
+            let decoder = ChunkDecoder {
+                request_id: http::header_str(&headers, "x-request-id").map(str::to_owned),
+                ..ChunkDecoder::default()
+            };
+            Ok(event_stream(response, deadline, started, decoder))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: Option<String>,
+    code: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Maps a non-2xx answer to its kind.
+pub(crate) fn error_from(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> ProviderError {
+    if (300..400).contains(&status) {
+        return http::redirect_refused(status);
+    }
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.error);
+    let message = detail
+        .as_ref()
+        .and_then(|d| d.message.clone())
+        .unwrap_or_else(|| excerpt(body));
+    let code = detail
+        .as_ref()
+        .and_then(|d| d.code.as_ref())
+        .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+        .unwrap_or_default();
+    let kind = detail.and_then(|d| d.kind).unwrap_or_default();
+    let retry_after = http::retry_after(headers);
+    if code == "context_length_exceeded" || message.contains("maximum context length") {
+        return ProviderError::ContextLength(message);
+    }
+    if status == 429 {
+        return ProviderError::RateLimited {
+            retry_after,
+            message,
+        };
+    }
+    let message = if kind.is_empty() {
+        message
+    } else {
+        format!("{kind}: {message}")
+    };
+    ProviderError::Status {
+        status,
+        retry_after,
+        message,
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: String,
+    choices: Vec<Choice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+        }
+    }
+}
+
+fn finish_reason(text: &str) -> FinishReason {
+    match text {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+pub(crate) fn parse_completion(
+    body: &[u8],
+    header_id: Option<&str>,
+) -> Result<ChatResponse, ProviderError> {
+    let completion: Completion = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::Malformed(format!("chat completion is not valid JSON: {e}")))?;
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Malformed("chat completion has no choices".into()))?;
+    let finish = finish_reason(choice.finish_reason.as_deref().unwrap_or("stop"));
+    if finish == FinishReason::ContentFilter {
+        return Err(ProviderError::ContentFilter);
+    }
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ToolCall {
+            id: c.id.unwrap_or_else(|| format!("call_{i}")),
+            name: c.function.name.unwrap_or_default(),
+            arguments: c.function.arguments.unwrap_or_default(),
+        })
+        .collect();
+    Ok(ChatResponse {
+        text: choice.message.content.unwrap_or_default(),
+        tool_calls,
+        finish_reason: finish,
+        usage: completion.usage.map(Usage::from),
+        request_id: header_id.map(str::to_owned).or(completion.id),
+        model: completion.model,
+    })
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: ChunkDelta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChunkDelta {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ChunkToolCall>,
+}
+
+#[derive(Deserialize)]
+struct ChunkToolCall {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunction,
+}
+
+/// Reads `chat.completion.chunk` events up to `[DONE]`.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkDecoder {
+    request_id: Option<String>,
+    model: String,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+}
+
+impl Decoder for ChunkDecoder {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<bool, ProviderError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            out.push(StreamEvent::Finished {
+                finish_reason: self.finish.clone().unwrap_or(FinishReason::Stop),
+                usage: self.usage,
+                request_id: self.request_id.clone(),
+                model: std::mem::take(&mut self.model),
+            });
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+            ProviderError::Malformed(format!("stream chunk is not valid JSON: {e}"))
+        })?;
+        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+            self.model = model;
+        }
+        if self.request_id.is_none() {
+            self.request_id = chunk.id;
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
+        }
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Delta(text));
+            }
+            for call in choice.delta.tool_calls {
+                out.push(StreamEvent::ToolCallDelta {
+                    index: call.index,
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments.unwrap_or_default(),
+                });
+            }
+            if let Some(reason) = choice.finish_reason {
+                let reason = finish_reason(&reason);
+                if reason == FinishReason::ContentFilter {
+                    return Err(ProviderError::ContentFilter);
+                }
+                self.finish = Some(reason);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_completion_with_tool_calls_and_usage() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_a","type":"function","function":{"name":"lookup","arguments":"{\"q\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        let response = parse_completion(body, Some("req-9")).unwrap();
+        assert_eq!(response.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(response.tool_calls[0].name, "lookup");
+        assert_eq!(response.tool_calls[0].arguments, "{\"q\":1}");
+        assert_eq!(
+            response.usage,
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 5
+            })
+        );
+        assert_eq!(response.request_id.as_deref(), Some("req-9"));
+    }
+
+    #[test]
+    fn error_bodies_map_to_kinds() {
+        let headers = reqwest::header::HeaderMap::new();
+        let context = br#"{"error":{"message":"too long","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#;
+        assert!(matches!(
+            error_from(400, &headers, context),
+            ProviderError::ContextLength(_)
+        ));
+        let mut limited = reqwest::header::HeaderMap::new();
+        limited.insert("retry-after", "3".parse().unwrap());
+        let error = error_from(
+            429,
+            &limited,
+            br#"{"error":{"message":"slow down","type":"rate_limit"}}"#,
+        );
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(error.label(), "429");
+        assert_eq!(
+            error_from(502, &headers, b"<html>bad gateway</html>").label(),
+            "5xx"
+        );
+        assert_eq!(error_from(307, &headers, b"").status(), Some(307));
+    }
+
+    #[test]
+    fn chunk_decoder_streams_text_and_tool_parts_then_finishes_at_done() {
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        let event = |data: &str| SseEvent {
+            event: None,
+            data: data.into(),
+        };
+        assert!(!decoder.decode(&event(r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#), &mut out).unwrap());
+        decoder.decode(&event(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t1","type":"function","function":{"name":"f","arguments":"{\"a"}}]}}]}"#), &mut out).unwrap();
+        decoder
+            .decode(
+                &event(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
+                &mut out,
+            )
+            .unwrap();
+        decoder.decode(&event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#), &mut out).unwrap();
+        assert!(decoder.decode(&event("[DONE]"), &mut out).unwrap());
+        assert_eq!(out[0], StreamEvent::Delta("Hel".into()));
+        assert!(matches!(&out[1], StreamEvent::ToolCallDelta { name: Some(n), .. } if n == "f"));
+        assert_eq!(
+            out[2],
+            StreamEvent::Finished {
+                finish_reason: FinishReason::Stop,
+                usage: Some(Usage {
+                    input_tokens: 3,
+                    output_tokens: 2
+                }),
+                request_id: Some("c1".into()),
+                model: "m".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_chunk_and_content_filter_are_errors() {
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        let bad = SseEvent {
+            event: None,
+            data: "{not json".into(),
+        };
+        assert!(matches!(
+            decoder.decode(&bad, &mut out),
+            Err(ProviderError::Malformed(_))
+        ));
+        let filtered = SseEvent {
+            event: None,
+            data: r#"{"choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]}"#.into(),
+        };
+        assert_eq!(
+            decoder.decode(&filtered, &mut out),
+            Err(ProviderError::ContentFilter)
+        );
+    }
+}

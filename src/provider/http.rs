@@ -1,0 +1,156 @@
+//! HTTP plumbing shared by the remote backends.
+//!
+//! One pooled client per provider, built with: rustls, an explicit connect
+//! timeout, no redirects (reqwest follows ten by default and would forward
+//! headers such as `x-api-key` to the new host), and no overall timeout —
+//! deadlines are per attempt, applied here with tokio's timers so that a
+//! provider that accepts a connection and then stalls is caught at the
+//! first-token deadline instead of hanging until the total one.
+//!
+//! Errors are mapped to [`ProviderError`] kinds without the request URL or
+//! headers: messages may be logged and journaled, keys must not be.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
+use super::{AttemptDeadline, ProviderError};
+
+/// Builds the pooled client of one provider.
+pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ProviderError::Connect(format!("cannot build HTTP client: {}", describe(&e))))
+}
+
+/// Sends a request and waits for the response headers until `until`.
+pub async fn send_until(
+    request: reqwest::RequestBuilder,
+    until: Instant,
+    started: Instant,
+    first_token: bool,
+) -> Result<reqwest::Response, ProviderError> {
+    match tokio::time::timeout_at(until, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(map_error(&error, started)),
+        Err(_) if first_token => Err(ProviderError::FirstTokenTimeout(started.elapsed())),
+        Err(_) => Err(ProviderError::Timeout(started.elapsed())),
+    }
+}
+
+/// When the first byte of an answer must have arrived.
+pub fn first_token_until(deadline: &AttemptDeadline, started: Instant) -> Instant {
+    (started + deadline.first_token).min(deadline.end)
+}
+
+/// Reads the whole body until `until`.
+pub async fn body_until(
+    response: reqwest::Response,
+    until: Instant,
+    started: Instant,
+) -> Result<bytes::Bytes, ProviderError> {
+    match tokio::time::timeout_at(until, response.bytes()).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) => Err(map_error(&error, started)),
+        Err(_) => Err(ProviderError::Timeout(started.elapsed())),
+    }
+}
+
+/// Maps a transport error to its kind.
+pub fn map_error(error: &reqwest::Error, started: Instant) -> ProviderError {
+    let message = describe(error);
+    if error.is_timeout() {
+        ProviderError::Timeout(started.elapsed())
+    } else if error.is_connect() {
+        ProviderError::Connect(message)
+    } else if error.is_decode() {
+        ProviderError::Malformed(message)
+    } else {
+        // Resets, closed connections and truncated bodies all land here:
+        // the upstream went away mid-exchange.
+        ProviderError::Reset(message)
+    }
+}
+
+/// The error and its causes, without the URL.
+fn describe(error: &reqwest::Error) -> String {
+    let mut message = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let head = match (error.is_connect(), error.is_timeout(), error.is_body()) {
+        (true, _, _) => "connection failed",
+        (_, true, _) => "timed out",
+        (_, _, true) => "response body failed",
+        _ => "request failed",
+    };
+    message.push_str(head);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// `Retry-After` in seconds, or OpenAI's `retry-after-ms`. HTTP-date values
+/// are ignored (no LLM API sends them): the caller then fails over at once.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) =
+        header_str(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    header_str(headers, "retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The error for a redirect answer, which Baton never follows.
+pub fn redirect_refused(status: u16) -> ProviderError {
+    ProviderError::Status {
+        status,
+        retry_after: None,
+        message: "provider answered with a redirect; Baton does not follow redirects (a key could reach another host)".into(),
+    }
+}
+
+/// Shortens an upstream error body for messages.
+pub fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 300;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.chars().count() <= MAX {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_milliseconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", "150".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
+        let mut dated = HeaderMap::new();
+        dated.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&dated), None);
+    }
+}
