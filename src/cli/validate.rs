@@ -31,6 +31,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             return Err(error);
         }
     };
+    print!("{}", config.warnings);
     let requested: Vec<String> = if args.swarms.is_empty() {
         vec!["agents".into()]
     } else {
