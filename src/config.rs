@@ -45,7 +45,7 @@ impl fmt::Display for ProviderId {
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -171,7 +171,7 @@ struct RawConfig {
     #[serde(default)]
     cache: CacheSettings,
     #[serde(default)]
-    providers: BTreeMap<String, RawProvider>,
+    providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, RawRoute>,
 }
@@ -563,11 +563,13 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
 }
 
 fn validate_providers(
-    raw: BTreeMap<String, RawProvider>,
+    raw: BTreeMap<Spanned<String>, RawProvider>,
     check: &mut Checker<'_>,
 ) -> BTreeMap<ProviderId, Provider> {
     let mut providers = BTreeMap::new();
-    for (name, provider) in raw {
+    for (spanned_name, provider) in raw {
+        let name_span = spanned_name.span();
+        let name = spanned_name.into_inner();
         let mut capabilities = Vec::new();
         for capability in &provider.capabilities {
             match Capability::parse(capability.get_ref()) {
@@ -622,21 +624,17 @@ fn validate_providers(
             ProviderKind::Openai | ProviderKind::Anthropic
         );
         if remote && provider.model.is_none() {
-            check.diagnostics.push(
-                Diagnostic::error(
-                    check.path,
-                    format!("provider `{name}`: a remote provider needs `model`"),
-                )
-                .field("model"),
+            check.error(
+                name_span.clone(),
+                "model",
+                format!("provider `{name}`: a remote provider needs `model`"),
             );
         }
         if remote && provider.base_url.is_none() {
-            check.diagnostics.push(
-                Diagnostic::error(
-                    check.path,
-                    format!("provider `{name}`: a remote provider needs `base_url`"),
-                )
-                .field("base_url"),
+            check.error(
+                name_span.clone(),
+                "base_url",
+                format!("provider `{name}`: a remote provider needs `base_url`"),
             );
         }
         for (cost, field) in [
@@ -1093,6 +1091,13 @@ mod tests {
                 FinalFallback::Extractive
             ]
         );
+    }
+
+    #[test]
+    fn a_remote_provider_without_model_is_reported_at_its_table() {
+        let text = "default_route = \"a\"\n[providers.gpt]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[routes.a]\nchain = [\"gpt\"]\n";
+        let found = errors(text);
+        assert!(found[0].starts_with("baton.toml:2:12: error: field `model`: provider `gpt`: a remote provider needs `model`"), "{found:?}");
     }
 
     #[test]

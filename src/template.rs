@@ -166,7 +166,13 @@ pub fn load_swarm(dir: &Path, config: &Config) -> Result<Loaded, TemplateError> 
 fn files_in(dir: &Path, recursive: bool, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_owned()];
+    // Symlinked directories are followed, so a link back up the tree would
+    // loop: each real directory is read once.
+    let mut visited = std::collections::HashSet::new();
     while let Some(current) = pending.pop() {
+        if !visited.insert(current.canonicalize().unwrap_or_else(|_| current.clone())) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&current) else {
             continue;
         };
@@ -187,7 +193,7 @@ fn files_in(dir: &Path, recursive: bool, keep: impl Fn(&str) -> bool) -> Vec<Pat
     out
 }
 
-fn read_text(path: &Path, diagnostics: &mut Diagnostics) -> Option<String> {
+pub(crate) fn read_text(path: &Path, diagnostics: &mut Diagnostics) -> Option<String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -368,11 +374,12 @@ fn build_agents(
     }
 
     let default_route = config.default_route.clone();
-    let supervisor_route = kept
+    let supervisor_resolution = kept
         .iter()
         .find(|(_, d)| d.role.as_ref().is_some_and(|r| r.value == Role::Supervisor))
-        .map(|(_, d)| resolve_route(d, config, &default_route, diagnostics, true).0)
-        .unwrap_or_else(|| default_route.clone());
+        .map(|(_, d)| resolve_route(d, config, &default_route, diagnostics, true))
+        .unwrap_or_else(|| (default_route.clone(), RouteSource::Default));
+    let supervisor_route = supervisor_resolution.0.clone();
 
     let workers: Vec<&str> = kept
         .iter()
@@ -385,13 +392,7 @@ fn build_agents(
         .map(|(id, draft)| {
             let role = draft.role.as_ref().map_or(Role::Worker, |r| r.value);
             let (route, route_source) = if role == Role::Supervisor {
-                resolve_route(
-                    &draft,
-                    config,
-                    &default_route,
-                    &mut Diagnostics::new(),
-                    true,
-                )
+                supervisor_resolution.clone()
             } else {
                 let (route, source) =
                     resolve_route(&draft, config, &default_route, diagnostics, false);

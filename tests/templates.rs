@@ -732,6 +732,53 @@ fn missing_import_is_an_error_at_its_line() {
 }
 
 #[test]
+fn memory_names_ignore_case_local_memory_follows_and_package_names_are_not_imports() {
+    let dir = swarm_with(&[
+        (
+            "claude.md",
+            b"We use @types/node and @tanstack/react-query.\n",
+        ),
+        (
+            "CLAUDE.local.md",
+            b"My sandbox URL is http://127.0.0.1:3000.\n",
+        ),
+    ]);
+    let loaded = load_ok(dir.path());
+    let names: Vec<String> = loaded
+        .swarm
+        .memory
+        .files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["claude.md", "CLAUDE.local.md"]);
+    assert_eq!(loaded.warnings.warning_count(), 2, "{}", loaded.warnings);
+    assert!(loaded.warnings.mentions(
+        &dir.path().join("claude.md"),
+        "not a file name, read as text"
+    ));
+}
+
+#[test]
+fn symlink_loops_under_rules_and_knowledge_are_read_once() {
+    let dir = swarm_with(&[
+        ("rules/tone.mdc", b"---\nalwaysApply: true\n---\nBe kind.\n"),
+        ("knowledge/faq.md", b"# FAQ\nAnswers.\n"),
+    ]);
+    std::os::unix::fs::symlink(".", dir.path().join("rules/self")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("knowledge/up")).unwrap();
+    let loaded = load_ok(dir.path());
+    assert_eq!(loaded.swarm.rules.len(), 1);
+    let boss = loaded.swarm.agent("boss").unwrap();
+    assert_eq!(boss.rules.len(), 1, "the rule reaches once");
+    assert!(
+        loaded.swarm.knowledge.len() <= 3,
+        "{:?}",
+        loaded.swarm.knowledge
+    );
+}
+
+#[test]
 fn imports_stop_after_five_hops() {
     let mut files: Vec<(String, Vec<u8>)> = vec![("CLAUDE.md".into(), b"@m1.md\n".to_vec())];
     for i in 1..=6 {

@@ -83,15 +83,11 @@ pub fn render(swarm: &Swarm) -> String {
         agent(&mut out, swarm, worker);
     }
     let _ = writeln!(out, "\nrules");
-    for rule in &swarm.rules {
+    for (index, rule) in swarm.rules.iter().enumerate() {
         let reach: Vec<&str> = swarm
             .agents
             .iter()
-            .filter(|a| {
-                a.rules
-                    .iter()
-                    .any(|id| swarm.rule(*id).source == rule.source)
-            })
+            .filter(|a| a.rules.iter().any(|id| id.0 == index))
             .map(|a| a.id.0.as_str())
             .collect();
         let how = match rule.kind {

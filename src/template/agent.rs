@@ -80,18 +80,7 @@ fn interpret(path: &Path, document: Document, diagnostics: &mut Diagnostics) -> 
         body_line: document.body_line,
         ..AgentDraft::default()
     };
-    let mut seen = std::collections::HashSet::new();
-    // Iterate in reverse so that the last occurrence of a key wins, as in the
-    // YAML readers of the tools these files were written for.
-    for field in document.fields.iter().rev() {
-        if !seen.insert(field.key.as_str()) {
-            diagnostics.push(warning_at(
-                path,
-                field,
-                "this field is given again later in the front matter; the later value is used",
-            ));
-            continue;
-        }
+    for field in &document.fields {
         let outcome: Result<(), Diagnostic> = (|| {
             match field.key.as_str() {
                 "name" => {

@@ -67,7 +67,7 @@ pub enum ScaffoldError {
     Unknown { name: String, available: String },
     #[error("{path} exists and is not empty; choose a new directory")]
     NotEmpty { path: PathBuf },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -131,9 +131,24 @@ struct Section {
 fn sections(body: &str) -> Vec<Section> {
     let mut starts: Vec<(usize, String)> = Vec::new();
     let mut in_heading: Option<(usize, String)> = None;
+    // Only top-level headings split: one inside a quote or a list item is
+    // part of that block.
+    let mut nesting = 0usize;
     for (event, range) in Parser::new_ext(body, Options::empty()).into_offset_iter() {
         match event {
-            Event::Start(Tag::Heading { level, .. }) if level <= HeadingLevel::H2 => {
+            Event::Start(
+                Tag::BlockQuote(_) | Tag::List(_) | Tag::Item | Tag::FootnoteDefinition(_),
+            ) => {
+                nesting += 1;
+            }
+            Event::End(
+                TagEnd::BlockQuote(_) | TagEnd::List(_) | TagEnd::Item | TagEnd::FootnoteDefinition,
+            ) => {
+                nesting = nesting.saturating_sub(1);
+            }
+            Event::Start(Tag::Heading { level, .. })
+                if level <= HeadingLevel::H2 && nesting == 0 =>
+            {
                 in_heading = Some((range.start, String::new()));
             }
             Event::Text(t) | Event::Code(t) => {
@@ -212,6 +227,12 @@ mod tests {
             merged,
             "You are a worker.\n\n## Role\nBilling specialist.\n\n## Boundaries\nNo guessing.\n\n## Refunds\nCheck the window.\n"
         );
+    }
+
+    #[test]
+    fn headings_inside_quotes_do_not_split() {
+        let s = sections("## A\n> ## quoted\n> text\n");
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

@@ -138,16 +138,17 @@ pub fn list(path: &Path, field: &Field) -> Result<Vec<String>, Diagnostic> {
     }
 }
 
-/// Splits at commas outside braces, so that a glob such as
-/// `**/*.{ts,tsx}` stays whole.
+/// Splits at commas outside braces and parentheses, so that a glob such as
+/// `**/*.{ts,tsx}` and a tool such as `Bash(git add:*, git commit:*)` stay
+/// whole.
 fn split_commas(text: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;
     for (i, c) in text.char_indices() {
         match c {
-            '{' => depth += 1,
-            '}' => depth = depth.saturating_sub(1),
+            '{' | '(' => depth += 1,
+            '}' | ')' => depth = depth.saturating_sub(1),
             ',' if depth == 0 => {
                 items.push(&text[start..i]);
                 start = i + 1;
@@ -228,6 +229,10 @@ mod tests {
         assert_eq!(
             list(p, &field("**/*.{ts,tsx}, docs/*.md".into())).unwrap(),
             ["**/*.{ts,tsx}", "docs/*.md"]
+        );
+        assert_eq!(
+            list(p, &field("Read, Bash(git add:*, git commit:*)".into())).unwrap(),
+            ["Read", "Bash(git add:*, git commit:*)"]
         );
     }
 

@@ -67,9 +67,9 @@ pub struct Document {
 }
 
 impl Document {
+    /// The field named `key` (each key occurs once after parsing).
     pub fn get(&self, key: &str) -> Option<&Field> {
-        // The last occurrence wins, as in the YAML readers users' tools use.
-        self.fields.iter().rev().find(|f| f.key == key)
+        self.fields.iter().find(|f| f.key == key)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -157,7 +157,31 @@ pub fn parse(text: &str) -> Document {
         ..Document::default()
     };
     read_fields(&lines[open + 1..close], open + 2, &mut document);
+    keep_last_of_each_key(&mut document);
     document
+}
+
+/// The last occurrence of a key wins, as in the YAML readers of the tools
+/// these files were written for; earlier ones are dropped with a warning.
+fn keep_last_of_each_key(document: &mut Document) {
+    let mut kept: Vec<Field> = Vec::with_capacity(document.fields.len());
+    for field in std::mem::take(&mut document.fields).into_iter().rev() {
+        if kept.iter().any(|k| k.key == field.key) {
+            document.findings.push(Finding {
+                error: false,
+                line: field.line,
+                column: 1,
+                field: Some(field.key),
+                message:
+                    "this field is given again later in the front matter; the later value is used"
+                        .into(),
+            });
+        } else {
+            kept.push(field);
+        }
+    }
+    kept.reverse();
+    document.fields = kept;
 }
 
 fn is_dash_line(line: &str) -> bool {
@@ -235,18 +259,33 @@ fn belongs_to(current: &RawField<'_>, line: &str) -> bool {
     if !is_prose {
         return false;
     }
-    // Inside an open <example> block every line is prose.
-    let text = current.lines.join("\n");
-    if text.matches("<example>").count() > text.matches("</example>").count() {
+    let candidate = split_key(line);
+    if let Some((key, _)) = &candidate
+        && KNOWN_KEYS.contains(&key.as_str())
+    {
+        return false;
+    }
+    // Inside an open <example> block every line is prose. Only tags that
+    // open a line count: a description may mention `<example>` in passing.
+    let opened = current
+        .lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("<example>"))
+        .count();
+    let closed = current
+        .lines
+        .iter()
+        .filter(|l| l.contains("</example>"))
+        .count();
+    if opened > closed {
         return true;
     }
-    match split_key(line) {
+    match candidate {
         None => true,
         Some((key, _)) => {
-            !KNOWN_KEYS.contains(&key.as_str())
-                && (key.contains(' ')
-                    || key.starts_with(|c: char| c.is_uppercase())
-                    || matches!(key.as_str(), "user" | "assistant" | "human"))
+            key.contains(' ')
+                || key.starts_with(|c: char| c.is_uppercase())
+                || matches!(key.as_str(), "user" | "assistant" | "human")
         }
     }
 }
@@ -312,26 +351,27 @@ fn split_key(line: &str) -> Option<(String, usize)> {
     Some((key, colon + 1))
 }
 
-fn parse_field(raw: RawField<'_>, document: &mut Document) {
-    let key_line = raw.lines[0];
-    let value_text = &key_line[raw.value_start..];
-    let value_column = key_line[..raw.value_start].chars().count()
-        + value_text.chars().take_while(|c| c.is_whitespace()).count()
-        + 1;
-    let head = value_text.trim();
-    let plain = !head.is_empty() && !head.starts_with(['[', '{', '"', '\'', '|', '>', '&', '!']);
-    let chunk = raw.lines.join("\n");
+/// Why a field's YAML could not be read, positioned in the field's chunk.
+struct YamlFailure {
+    info: String,
+    /// 1-based line in the chunk and 0-based column, when known.
+    at: Option<(usize, usize)>,
+}
+
+/// Parses a one-field chunk `key: value...` strictly, returning the value.
+fn strict_value(lines: &[&str]) -> Result<Value, YamlFailure> {
+    let chunk = lines.join("\n");
     let parsed = YamlOwned::load_from_str(&chunk).or_else(|error| {
         // Lenient YAML readers (js-yaml, which Cursor and VS Code use) accept
         // a continuation in column 0, such as the `]` closing a flow list;
         // YAML 1.2 wants it indented. Indenting every continuation line by
         // one space keeps their relative layout and gives the same value.
-        if raw.lines[1..]
+        if lines[1..]
             .iter()
             .any(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
         {
-            let mut indented = raw.lines[0].to_owned();
-            for line in &raw.lines[1..] {
+            let mut indented = lines[0].to_owned();
+            for line in &lines[1..] {
                 indented.push_str("\n ");
                 indented.push_str(line);
             }
@@ -340,17 +380,36 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
             Err(error)
         }
     });
-    match parsed {
-        Ok(docs) => {
-            let value = docs
-                .into_iter()
-                .next()
-                .and_then(|doc| match doc {
-                    YamlOwned::Mapping(map) => map.into_iter().next().map(|(_, v)| v),
-                    _ => None,
-                })
-                .map(to_json)
-                .unwrap_or(Value::Null);
+    let docs = parsed.map_err(|error| YamlFailure {
+        info: error.info().to_owned(),
+        at: Some((error.marker().line(), error.marker().col())),
+    })?;
+    match docs.into_iter().next() {
+        Some(YamlOwned::Mapping(map)) if map.len() == 1 => Ok(map
+            .into_iter()
+            .next()
+            .map(|(_, v)| to_json(v))
+            .unwrap_or(Value::Null)),
+        // Prose lines such as `user: "..."` joined to a description parse as
+        // more keys; the author meant one text, so read it as text.
+        Some(YamlOwned::Mapping(_)) => Err(YamlFailure {
+            info: "its continuation lines read as further keys".into(),
+            at: None,
+        }),
+        _ => Ok(Value::Null),
+    }
+}
+
+fn parse_field(raw: RawField<'_>, document: &mut Document) {
+    let key_line = raw.lines[0];
+    let value_text = &key_line[raw.value_start..];
+    let value_column = key_line[..raw.value_start].chars().count()
+        + value_text.chars().take_while(|c| c.is_whitespace()).count()
+        + 1;
+    let head = value_text.trim();
+    let plain = !head.is_empty() && !head.starts_with(['[', '{', '"', '\'', '|', '>', '&', '!']);
+    let failure = match strict_value(&raw.lines) {
+        Ok(value) => {
             document.fields.push(Field {
                 key: raw.key,
                 line: raw.line,
@@ -359,82 +418,75 @@ fn parse_field(raw: RawField<'_>, document: &mut Document) {
                 lenient: false,
                 plain,
             });
+            return;
         }
-        Err(error) => {
-            let structured = head.starts_with(['[', '{', '"', '\'', '|', '>']);
-            let broken = structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]);
-            if broken && !KNOWN_KEYS.contains(&raw.key.as_str()) {
-                // A field no tool here interprets: keep its text and go on,
-                // as the tool it was written for would have parsed it.
-                document.findings.push(Finding {
-                    error: false,
-                    line: raw.line,
-                    column: value_column,
-                    field: Some(raw.key.clone()),
-                    message: format!(
-                        "value is not valid YAML ({}); kept as text since Baton does not use this field",
-                        error.info()
-                    ),
-                });
-                document.fields.push(Field {
-                    key: raw.key,
-                    line: raw.line,
-                    value_column,
-                    value: Value::String(lenient_text(value_text, &raw.lines[1..])),
-                    lenient: true,
-                    plain: false,
-                });
-                return;
+        Err(failure) => failure,
+    };
+    let text = lenient_text(value_text, &raw.lines[1..]);
+    let structured = head.starts_with(['[', '{', '"', '\'', '|', '>']);
+    let broken = structured || head.is_empty() && !looks_like_prose(&raw.lines[1..]);
+    let key = raw.key.as_str();
+    let warning = |message: String| Finding {
+        error: false,
+        line: raw.line,
+        column: value_column,
+        field: Some(raw.key.clone()),
+        message,
+    };
+    let value = if QUIET_WHEN_LENIENT.contains(&key) {
+        // Cursor reads globs as raw text: `{src,lib}/**` and `[a, b]` too.
+        let inner = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(&text);
+        Value::String(inner.to_owned())
+    } else if broken && !KNOWN_KEYS.contains(&key) {
+        // A field no tool here interprets: keep its text and go on, as the
+        // tool it was written for would have parsed it.
+        document.findings.push(warning(format!(
+            "value is not valid YAML ({}); kept as text since Baton does not use this field",
+            failure.info
+        )));
+        Value::String(text)
+    } else if broken {
+        // An error at the end of the chunk (an unclosed list or quote) is
+        // reported where the field's text ends, not on the closing `---`.
+        let (line, column) = match failure.at {
+            Some((chunk_line, col)) if chunk_line.max(1) <= raw.lines.len() => {
+                (raw.line + chunk_line.max(1) - 1, col + 1)
             }
-            if broken {
-                // An error at the end of the chunk (an unclosed list or
-                // quote) is reported where the field's text ends, not on the
-                // closing `---` line.
-                let chunk_line = error.marker().line().max(1);
-                let (line, column) = if chunk_line > raw.lines.len() {
-                    let last = raw
-                        .lines
-                        .iter()
-                        .rposition(|l| !l.trim().is_empty())
-                        .unwrap_or(0);
-                    (raw.line + last, raw.lines[last].chars().count() + 1)
-                } else {
-                    (raw.line + chunk_line - 1, error.marker().col() + 1)
-                };
-                document.findings.push(Finding {
-                    error: true,
-                    line,
-                    column,
-                    field: Some(raw.key),
-                    message: format!("YAML syntax error: {}", error.info()),
-                });
-                return;
+            _ => {
+                let last = raw
+                    .lines
+                    .iter()
+                    .rposition(|l| !l.trim().is_empty())
+                    .unwrap_or(0);
+                (raw.line + last, raw.lines[last].chars().count() + 1)
             }
-            let text = lenient_text(value_text, &raw.lines[1..]);
-            // Cursor's own documentation writes globs unquoted (`globs:
-            // **/*.ts`): that is the format, not a mistake worth a warning.
-            if !QUIET_WHEN_LENIENT.contains(&raw.key.as_str()) {
-                document.findings.push(Finding {
-                error: false,
-                line: raw.line,
-                column: value_column,
-                field: Some(raw.key.clone()),
-                    message: format!(
-                        "value is not valid YAML ({}); read as plain text, as Claude Code and Cursor do",
-                        error.info()
-                    ),
-                });
-            }
-            document.fields.push(Field {
-                key: raw.key,
-                line: raw.line,
-                value_column,
-                value: Value::String(text),
-                lenient: true,
-                plain: true,
-            });
-        }
-    }
+        };
+        document.findings.push(Finding {
+            error: true,
+            line,
+            column,
+            field: Some(raw.key),
+            message: format!("YAML syntax error: {}", failure.info),
+        });
+        return;
+    } else {
+        document.findings.push(warning(format!(
+            "value is not valid YAML ({}); read as plain text, as Claude Code and Cursor do",
+            failure.info
+        )));
+        Value::String(text)
+    };
+    document.fields.push(Field {
+        key: raw.key,
+        line: raw.line,
+        value_column,
+        value,
+        lenient: true,
+        plain: true,
+    });
 }
 
 /// Continuation lines of a value with nothing on the key line: prose unless
@@ -549,6 +601,51 @@ mod tests {
         assert!(description.ends_with("</example>"));
         assert_eq!(field(&doc, "model"), "sonnet");
         assert!(doc.findings.iter().all(|f| !f.error));
+    }
+
+    #[test]
+    fn prose_lines_that_parse_as_more_keys_stay_in_the_description() {
+        let doc = parse(
+            "---\nname: rev\ndescription: Use this agent after code changes.\nContext: the user wrote a function\nuser: \"Review it\"\nmodel: sonnet\n---\nb",
+        );
+        let description = field(&doc, "description").as_str().unwrap();
+        assert!(
+            description.ends_with("user: \"Review it\""),
+            "{description}"
+        );
+        assert_eq!(field(&doc, "model"), "sonnet");
+        assert_eq!(
+            doc.findings.len(),
+            1,
+            "one warning for the lenient read: {:?}",
+            doc.findings
+        );
+    }
+
+    #[test]
+    fn example_mentioned_mid_sentence_does_not_swallow_later_fields() {
+        let doc = parse(
+            "---\ndescription: Reviews <example> tags in XML\nmodel: opus\ntools: Read\n---\nb",
+        );
+        assert_eq!(field(&doc, "model"), "opus");
+        assert_eq!(field(&doc, "tools"), "Read");
+    }
+
+    #[test]
+    fn globs_in_braces_or_brackets_read_as_cursor_reads_them() {
+        let doc = parse("---\nglobs: {src,lib}/**/*.ts\n---\nb");
+        assert_eq!(field(&doc, "globs"), "{src,lib}/**/*.ts");
+        let doc = parse("---\nglobs: [src/**/*.ts, *.md]\n---\nb");
+        assert_eq!(field(&doc, "globs"), "src/**/*.ts, *.md");
+        assert!(!doc.has_errors());
+    }
+
+    #[test]
+    fn repeated_key_keeps_the_last_with_a_warning() {
+        let doc = parse("---\nglobs: a\nglobs: b\n---\nx");
+        assert_eq!(doc.fields.len(), 1);
+        assert_eq!(field(&doc, "globs"), "b");
+        assert_eq!(doc.findings[0].line, 2);
     }
 
     #[test]

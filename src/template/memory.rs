@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use pulldown_cmark::{Event, Options, Parser, Tag};
 
-use super::text;
 use crate::diagnostic::{Diagnostic, Diagnostics, position};
 use crate::swarm::{Memory, MemoryFile};
 
@@ -30,16 +29,35 @@ pub const MAX_IMPORT_DEPTH: usize = 5;
 /// `AGENTS.md`, else none.
 pub fn load(dir: &Path, diagnostics: &mut Diagnostics) -> Memory {
     let mut memory = Memory::default();
-    let Some(root) = ["CLAUDE.md", "AGENTS.md"]
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
-    else {
-        return memory;
-    };
     let mut stack = Vec::new();
-    load_file(&root, 0, &mut stack, &mut memory, diagnostics);
+    // File names are matched without case (`claude.md` on a case-sensitive
+    // disk is still the memory). CLAUDE.local.md, a user's personal memory,
+    // follows the shared one, as in Claude Code.
+    let main =
+        find_ignoring_case(dir, "CLAUDE.md").or_else(|| find_ignoring_case(dir, "AGENTS.md"));
+    for root in main
+        .into_iter()
+        .chain(find_ignoring_case(dir, "CLAUDE.local.md"))
+    {
+        load_file(&root, 0, &mut stack, &mut memory, diagnostics);
+    }
     memory
+}
+
+fn find_ignoring_case(dir: &Path, name: &str) -> Option<PathBuf> {
+    let exact = dir.join(name);
+    if exact.is_file() {
+        return Some(exact);
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().eq_ignore_ascii_case(name))
+        })
 }
 
 fn load_file(
@@ -49,22 +67,8 @@ fn load_file(
     memory: &mut Memory,
     diagnostics: &mut Diagnostics,
 ) {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            diagnostics.push(Diagnostic::error(
-                path,
-                format!("cannot read memory file: {e}"),
-            ));
-            return;
-        }
-    };
-    let text = match text::decode(&bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            diagnostics.push(Diagnostic::error(path, e.message).at(e.line, e.column));
-            return;
-        }
+    let Some(text) = super::read_text(path, diagnostics) else {
+        return;
     };
     let identity = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     stack.push(identity);
@@ -96,8 +100,14 @@ fn load_file(
                 import.path,
                 target.display()
             );
+            // `@types/node` or `@scope/package` in prose is a package name,
+            // not an import: only a path ending in a file name with an
+            // extension is surely meant as one.
+            let surely_a_file = Path::new(&import.path).extension().is_some();
             let d = if personal {
                 Diagnostic::warning(path, format!("{message}; a personal file, skipped"))
+            } else if !surely_a_file {
+                Diagnostic::warning(path, format!("{message}; not a file name, read as text"))
             } else {
                 Diagnostic::error(path, message)
             };
