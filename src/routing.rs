@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod cache;
 pub mod decision;

@@ -1,0 +1,226 @@
+//! The stale-if-error response cache: the first of a route's final
+//! fallbacks, consulted only when every remote provider failed.
+//!
+//! Entries are keyed by a [`Fingerprint`]: SHA-256 over a canonical JSON
+//! encoding of (scope, route, messages, parameters). The scope is the tenant
+//! or virtual key the request was made under, so one tenant never gets
+//! another's answer; it is part of the hashed text, not a prefix that could
+//! be confused. Canonical JSON: struct fields in declaration order, object
+//! keys sorted (serde_json's default map), floats written by serde_json.
+//! The encoding starts with a version number so that a persisted cache (a
+//! later issue keeps it in sled) can change format safely.
+//!
+//! Entries expire after the TTL; the oldest are evicted beyond
+//! `max_entries`. A served entry reports its age, and responses built from
+//! it are marked cached.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::provider::{ChatRequest, ChatResponse, Message, ToolSpec};
+use crate::swarm::RouteName;
+
+/// The identity of a request for caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    version: u32,
+    scope: &'a str,
+    route: &'a str,
+    messages: &'a [Message],
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    stop: &'a [String],
+    tools: &'a [ToolSpec],
+}
+
+impl Fingerprint {
+    /// The fingerprint of `request` on `route` under `scope` (tenant or key).
+    pub fn of(scope: &str, route: &RouteName, request: &ChatRequest) -> Fingerprint {
+        let canonical = Canonical {
+            version: 1,
+            scope,
+            route: &route.0,
+            messages: &request.messages,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stop: &request.stop,
+            tools: &request.tools,
+        };
+        // Serialising plain data to a Vec cannot fail; an empty input would
+        // still give a well-defined (if shared) key.
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        Fingerprint(Sha256::digest(&bytes).into())
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A response served from the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached {
+    pub response: ChatResponse,
+    pub age: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    response: ChatResponse,
+    stored: Instant,
+}
+
+/// An in-process response cache with a TTL and a size bound.
+#[derive(Debug)]
+pub struct ResponseCache {
+    ttl: Duration,
+    max_entries: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Fingerprint, Entry>,
+    /// Insertion order, for eviction; may hold keys already replaced.
+    order: VecDeque<(Fingerprint, Instant)>,
+}
+
+impl ResponseCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries: max_entries.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Stores a successful answer.
+    pub fn put(&self, key: Fingerprint, response: ChatResponse, now: Instant) {
+        let mut inner = self.lock();
+        inner.entries.insert(
+            key,
+            Entry {
+                response,
+                stored: now,
+            },
+        );
+        inner.order.push_back((key, now));
+        while inner.entries.len() > self.max_entries {
+            let Some((old, stored)) = inner.order.pop_front() else {
+                break;
+            };
+            // Only evict if this order record is the entry's current one.
+            if inner.entries.get(&old).is_some_and(|e| e.stored == stored) {
+                inner.entries.remove(&old);
+            }
+        }
+    }
+
+    /// The answer stored for `key`, unless it expired.
+    pub fn get(&self, key: &Fingerprint, now: Instant) -> Option<Cached> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get(key)?;
+        let age = now.saturating_duration_since(entry.stored);
+        if age > self.ttl {
+            inner.entries.remove(key);
+            return None;
+        }
+        Some(Cached {
+            response: entry.response.clone(),
+            age,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the map half-written
+        // in a way that matters for a cache; keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::FinishReason;
+
+    fn response(text: &str) -> ChatResponse {
+        ChatResponse {
+            text: text.into(),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Stop,
+            usage: None,
+            request_id: None,
+            model: "m".into(),
+        }
+    }
+
+    fn request(text: &str) -> ChatRequest {
+        ChatRequest {
+            messages: vec![Message::user(text)],
+            ..ChatRequest::default()
+        }
+    }
+
+    #[test]
+    fn scope_route_messages_and_params_all_change_the_fingerprint() {
+        let route = RouteName("support".into());
+        let base = Fingerprint::of("tenant-a", &route, &request("hi"));
+        assert_eq!(base, Fingerprint::of("tenant-a", &route, &request("hi")));
+        assert_ne!(base, Fingerprint::of("tenant-b", &route, &request("hi")));
+        assert_ne!(
+            base,
+            Fingerprint::of("tenant-a", &RouteName("other".into()), &request("hi"))
+        );
+        assert_ne!(base, Fingerprint::of("tenant-a", &route, &request("hi!")));
+        let mut hotter = request("hi");
+        hotter.temperature = Some(0.9);
+        assert_ne!(base, Fingerprint::of("tenant-a", &route, &hotter));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_the_ttl_and_report_their_age() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 10);
+        let key = Fingerprint::of("t", &RouteName("r".into()), &request("q"));
+        cache.put(key, response("a"), Instant::now());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let hit = cache.get(&key, Instant::now()).expect("fresh");
+        assert_eq!(hit.age, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(cache.get(&key, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_entries_are_evicted_beyond_the_bound() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 2);
+        let route = RouteName("r".into());
+        let keys: Vec<Fingerprint> = ["a", "b", "c"]
+            .iter()
+            .map(|q| Fingerprint::of("t", &route, &request(q)))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            cache.put(*key, response(&i.to_string()), Instant::now());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&keys[0], Instant::now()).is_none());
+        assert!(cache.get(&keys[2], Instant::now()).is_some());
+    }
+}
