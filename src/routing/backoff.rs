@@ -120,7 +120,11 @@ mod tests {
         let backoff = backoff();
         let mut rng = StdRng::seed_from_u64(3);
         for retry in [6, 10, 31, 32, 63, 64, 127, 128, 1_000, u32::MAX] {
-            assert_eq!(backoff.ceiling(retry), Duration::from_secs(5), "retry {retry}");
+            assert_eq!(
+                backoff.ceiling(retry),
+                Duration::from_secs(5),
+                "retry {retry}"
+            );
             assert!(backoff.delay(retry, &mut rng) <= Duration::from_secs(5));
         }
         // The largest representable interval must not overflow either.

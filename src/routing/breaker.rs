@@ -202,9 +202,14 @@ pub struct BreakerSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// `in_flight` trials running, `succeeded` already back with success.
-    HalfOpen { in_flight: u32, succeeded: u32 },
+    HalfOpen {
+        in_flight: u32,
+        succeeded: u32,
+    },
 }
 
 /// One bucket of the failure-rate window. `epoch` is the index of the

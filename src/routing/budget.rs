@@ -375,8 +375,7 @@ mod tests {
         }
         let seconds = (Instant::now() - start).as_secs_f64().ceil();
         assert!(requests >= 1_000 && seconds >= 10.0);
-        let bound = policy.ratio * f64::from(requests)
-            + f64::from(policy.min_per_second) * seconds;
+        let bound = policy.ratio * f64::from(requests) + f64::from(policy.min_per_second) * seconds;
         assert!(
             f64::from(withdrawals) <= bound,
             "{withdrawals} withdrawals for {requests} requests over {seconds} s (bound {bound})"
