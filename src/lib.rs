@@ -16,3 +16,4 @@ pub mod routing;
 pub mod secret;
 pub mod swarm;
 pub mod template;
+pub mod trace;

@@ -5,3 +5,5 @@ pub mod breaker;
 pub mod budget;
 pub mod cache;
 pub mod decision;
+pub mod pool;
+pub mod router;

@@ -1,0 +1,385 @@
+//! The provider pool: one [`ProviderHandle`] per configured remote provider,
+//! shared by every route and swarm of the process.
+//!
+//! A handle owns what is per provider per process (DESIGN.md): the backend
+//! client, the circuit breaker, the retry budget, the in-flight count, the
+//! requests of the last minute and recent latencies. Routing reads it as a
+//! [`ProviderSnapshot`] — a small `Copy` value — so that the decision itself
+//! takes no lock. The breaker sits behind a mutex held for a few
+//! instructions; the Health actor of a later issue takes ownership of it.
+//!
+//! Providers of kind `extractive` are not in the pool: the extractive
+//! answer depends on the swarm's knowledge base, so it is given per request
+//! and served as a final fallback. Kind `local` (a supervised local model
+//! server) is not built yet and is left out with a warning.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot};
+use super::budget::{RetryBudget, RetryBudgetPolicy};
+use super::decision::{BreakerGate, Capabilities, DomainId, ProviderSnapshot};
+use crate::config::{Config, Provider, ProviderId, ProviderKind};
+use crate::provider::anthropic::Anthropic;
+use crate::provider::openai::OpenAi;
+use crate::provider::{Backend, ProviderError};
+use crate::secret::Secret;
+
+/// How many recent latencies a provider keeps for its percentiles.
+const LATENCY_SAMPLES: usize = 256;
+
+/// Why the pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("provider `{provider}`: {message}")]
+    Provider {
+        provider: ProviderId,
+        message: String,
+    },
+    #[error("too many failure domains (at most 64)")]
+    TooManyDomains,
+}
+
+/// One remote provider and its live state.
+#[derive(Debug)]
+pub struct ProviderHandle {
+    pub spec: Provider,
+    pub backend: Arc<dyn Backend>,
+    pub domain: DomainId,
+    pub capabilities: Capabilities,
+    pub budget: RetryBudget,
+    breaker: Mutex<Breaker>,
+    in_flight: AtomicU32,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    starts: VecDeque<Instant>,
+    latencies: VecDeque<Duration>,
+}
+
+/// Keeps the in-flight count right however an attempt ends, including
+/// cancellation (a hedged loser is dropped): then the breaker's trial slot,
+/// if the attempt held one, is given back.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    handle: &'a ProviderHandle,
+    finished: bool,
+}
+
+impl InFlight<'_> {
+    /// Records the attempt's outcome (see [`ProviderHandle::record`]).
+    pub fn finish(mut self, now: Instant, latency: Duration, outcome: Result<(), &ProviderError>) {
+        self.finished = true;
+        self.handle.record(now, latency, outcome);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished {
+            self.handle.abandon(Instant::now());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state is counters and a breaker whose every transition is
+    // a single assignment; a panic elsewhere cannot leave it torn.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ProviderHandle {
+    pub fn new(
+        spec: Provider,
+        backend: Arc<dyn Backend>,
+        domain: DomainId,
+        breaker: BreakerPolicy,
+        budget: RetryBudgetPolicy,
+        now: Instant,
+    ) -> Result<Self, PoolError> {
+        let error = |message: String| PoolError::Provider {
+            provider: spec.id.clone(),
+            message,
+        };
+        let breaker = Breaker::new(breaker, now).map_err(|e| error(e.to_string()))?;
+        let budget = RetryBudget::new(budget).map_err(|e| error(e.to_string()))?;
+        let capabilities = spec.capabilities.iter().copied().collect();
+        Ok(Self {
+            spec,
+            backend,
+            domain,
+            capabilities,
+            budget,
+            breaker: Mutex::new(breaker),
+            in_flight: AtomicU32::new(0),
+            recent: Mutex::new(Recent::default()),
+        })
+    }
+
+    pub fn id(&self) -> &ProviderId {
+        &self.spec.id
+    }
+
+    /// The provider as routing sees it now.
+    pub fn snapshot(&self, index: u16, now: Instant) -> ProviderSnapshot {
+        let gate = BreakerGate::from(peek_admission(&lock(&self.breaker), now));
+        let (requests_last_minute, p95) = {
+            let mut recent = lock(&self.recent);
+            prune(&mut recent.starts, now);
+            (
+                recent.starts.len() as u32,
+                percentile(&recent.latencies, 95.0),
+            )
+        };
+        ProviderSnapshot {
+            provider: index,
+            domain: self.domain,
+            capabilities: self.capabilities,
+            key_available: self.spec.key_available,
+            breaker: gate,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            max_concurrency: self.spec.max_concurrency.unwrap_or(0),
+            requests_last_minute,
+            rpm_limit: self.spec.rpm.unwrap_or(0),
+            p95,
+        }
+    }
+
+    /// Asks the breaker for a call (taking a trial slot when half-open).
+    pub fn admit(&self, now: Instant) -> Admission {
+        lock(&self.breaker).admit(now)
+    }
+
+    /// Counts an attempt as started; the guard ends it.
+    pub fn begin(&self, now: Instant) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut recent = lock(&self.recent);
+        prune(&mut recent.starts, now);
+        recent.starts.push_back(now);
+        InFlight {
+            handle: self,
+            finished: false,
+        }
+    }
+
+    /// Records an attempt's outcome for the breaker and the latency window.
+    pub fn record(&self, now: Instant, latency: Duration, outcome: Result<(), &ProviderError>) {
+        match outcome {
+            Ok(()) => {
+                lock(&self.breaker).record_success(now);
+                let mut recent = lock(&self.recent);
+                if recent.latencies.len() == LATENCY_SAMPLES {
+                    recent.latencies.pop_front();
+                }
+                recent.latencies.push_back(latency);
+            }
+            Err(error) if counts_against_health(error) => lock(&self.breaker).record_failure(now),
+            // The request's own fault (or a refusal of its content) says
+            // nothing about the provider's health; free a trial slot if
+            // this attempt held one.
+            Err(_) => lock(&self.breaker).release_trial(now),
+        }
+    }
+
+    /// An attempt that was abandoned (a hedged loser) gives back its trial.
+    pub fn abandon(&self, now: Instant) {
+        lock(&self.breaker).release_trial(now);
+    }
+
+    pub fn breaker(&self, now: Instant) -> BreakerSnapshot {
+        lock(&self.breaker).snapshot(now)
+    }
+
+    /// A percentile (0–100) of recent successful latencies.
+    pub fn latency_percentile(&self, p: f64) -> Option<Duration> {
+        percentile(&lock(&self.recent).latencies, p)
+    }
+}
+
+/// What the breaker would answer, without taking a trial slot.
+fn peek_admission(breaker: &Breaker, now: Instant) -> Admission {
+    // `admit` takes a trial slot when half-open; routing must only look, so
+    // it asks a copy.
+    let mut copy = breaker.clone();
+    copy.admit(now)
+}
+
+fn prune(starts: &mut VecDeque<Instant>, now: Instant) {
+    while starts
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+    {
+        starts.pop_front();
+    }
+}
+
+fn percentile(samples: &VecDeque<Duration>, p: f64) -> Option<Duration> {
+    // Too few samples make a percentile noise; wait for some traffic.
+    if samples.len() < 5 {
+        return None;
+    }
+    let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted.get(rank.min(sorted.len() - 1)).copied()
+}
+
+/// Failures that say the provider is unwell, as opposed to the request
+/// being refused for what it is.
+pub fn counts_against_health(error: &ProviderError) -> bool {
+    matches!(
+        error,
+        ProviderError::Connect(_)
+            | ProviderError::Reset(_)
+            | ProviderError::FirstTokenTimeout(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::RateLimited { .. }
+            | ProviderError::Malformed(_)
+            | ProviderError::StreamCut { .. }
+    ) || matches!(error, ProviderError::Status { status, .. } if *status >= 500 || *status == 408)
+}
+
+/// Every remote provider of the config, with its live state.
+#[derive(Debug)]
+pub struct Pool {
+    providers: Vec<Arc<ProviderHandle>>,
+    by_id: HashMap<ProviderId, usize>,
+    domains: Vec<String>,
+    /// Providers left out, and why (for `baton validate` and the log).
+    pub skipped: Vec<(ProviderId, String)>,
+}
+
+impl Pool {
+    /// Builds a client per remote provider of `config`.
+    pub fn from_config(config: &Config) -> Result<Pool, PoolError> {
+        let mut pool = Pool {
+            providers: Vec::new(),
+            by_id: HashMap::new(),
+            domains: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let now = Instant::now();
+        for provider in config.providers.values() {
+            let key = provider.api_key_env.as_deref().and_then(Secret::from_env);
+            let base_url = provider.base_url.clone().unwrap_or_default();
+            let model = provider.model.clone().unwrap_or_default();
+            let error = |e: ProviderError| PoolError::Provider {
+                provider: provider.id.clone(),
+                message: e.to_string(),
+            };
+            let backend: Arc<dyn Backend> = match provider.kind {
+                ProviderKind::Openai => Arc::new(
+                    OpenAi::new(
+                        provider.id.clone(),
+                        &base_url,
+                        model,
+                        key,
+                        provider.connect_timeout,
+                    )
+                    .map_err(error)?,
+                ),
+                ProviderKind::Anthropic => Arc::new(
+                    Anthropic::new(
+                        provider.id.clone(),
+                        &base_url,
+                        model,
+                        key,
+                        provider.connect_timeout,
+                    )
+                    .map_err(error)?,
+                ),
+                ProviderKind::Extractive => continue,
+                ProviderKind::Local => {
+                    pool.skipped.push((
+                        provider.id.clone(),
+                        "the supervised local model server is not available in this build".into(),
+                    ));
+                    continue;
+                }
+            };
+            pool.add(provider.clone(), backend, config, now)?;
+        }
+        Ok(pool)
+    }
+
+    /// An empty pool, for callers that add backends themselves.
+    pub fn empty() -> Pool {
+        Pool {
+            providers: Vec::new(),
+            by_id: HashMap::new(),
+            domains: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Adds a provider with the given backend (tests plug in any backend).
+    pub fn add(
+        &mut self,
+        spec: Provider,
+        backend: Arc<dyn Backend>,
+        config: &Config,
+        now: Instant,
+    ) -> Result<(), PoolError> {
+        let domain = self.domain_id(&spec.domain)?;
+        let breaker = BreakerPolicy {
+            consecutive_failures: config.breaker.consecutive_failures,
+            failure_rate: config.breaker.failure_rate,
+            min_requests: config.breaker.min_requests,
+            window: config.breaker.window.0,
+            base_ejection: config.breaker.base_ejection.0,
+            max_ejection: config.breaker.max_ejection.0,
+            half_open_trials: config.breaker.half_open_trials,
+        };
+        let budget = RetryBudgetPolicy {
+            ratio: config.budget.ratio,
+            min_per_second: config.budget.min_per_second,
+            ttl: config.budget.ttl.0,
+        };
+        let id = spec.id.clone();
+        let handle = ProviderHandle::new(spec, backend, domain, breaker, budget, now)?;
+        self.by_id.insert(id, self.providers.len());
+        self.providers.push(Arc::new(handle));
+        Ok(())
+    }
+
+    /// The id of a failure domain, allocating one for a new name.
+    pub fn domain_id(&mut self, name: &str) -> Result<DomainId, PoolError> {
+        if let Some(i) = self.domains.iter().position(|d| d == name) {
+            return Ok(DomainId(i as u8));
+        }
+        if self.domains.len() >= 64 {
+            return Err(PoolError::TooManyDomains);
+        }
+        self.domains.push(name.to_owned());
+        Ok(DomainId((self.domains.len() - 1) as u8))
+    }
+
+    /// The id of a known domain.
+    pub fn find_domain(&self, name: &str) -> Option<DomainId> {
+        self.domains
+            .iter()
+            .position(|d| d == name)
+            .map(|i| DomainId(i as u8))
+    }
+
+    pub fn index_of(&self, id: &ProviderId) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn get(&self, index: usize) -> &Arc<ProviderHandle> {
+        &self.providers[index]
+    }
+
+    pub fn handles(&self) -> &[Arc<ProviderHandle>] {
+        &self.providers
+    }
+}

@@ -1,0 +1,674 @@
+//! The router: walks a route's fallback chain for one request.
+//!
+//! Each step asks [`decide`] where to go next, over snapshots of the
+//! chain's providers, and carries the decision out: an attempt under its own
+//! deadline (first token, attempt end, and never past the request's total
+//! deadline), a retry after back-off or after the provider's `Retry-After`,
+//! a hedged second attempt when the first is slower than the route's hedge
+//! point, or a final fallback (the stale-if-error cache, then the
+//! extractive answer from the swarm's knowledge). Retries happen here and
+//! nowhere else; every extra attempt on a provider is paid from that
+//! provider's retry budget, hedges included, so a total outage cannot
+//! multiply load.
+//!
+//! An exhausted chain returns one error that keeps every attempt and the
+//! trace id. A failure the route does not fail over on (by default a plain
+//! 4xx: the request itself is wrong) is returned at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::cache::{Fingerprint, ResponseCache};
+use super::decision::{
+    AttemptState, Capabilities, Decision, DomainSet, ErrorKind, FinalFallback, MAX_CHAIN, Reason,
+    RoutePolicy, decide,
+};
+use super::pool::{Pool, ProviderHandle};
+use crate::config::{self, Config, Hedge, ProviderId, Route, Trigger};
+use crate::provider::{
+    AttemptDeadline, Backend, ChatRequest, ChatResponse, FinishReason, ProviderError, Usage,
+};
+use crate::swarm::{Capability, RouteName};
+use crate::trace::TraceId;
+
+/// Why a router could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("route `{route}`: {message}")]
+    Route { route: RouteName, message: String },
+}
+
+/// One request to route.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    pub trace_id: TraceId,
+    pub route: RouteName,
+    /// The tenant or virtual key: cached answers never cross scopes.
+    pub scope: String,
+    pub request: ChatRequest,
+    /// Capabilities the agent requires of any model that answers.
+    pub required: Vec<Capability>,
+    /// The swarm's extractive surrogate, when it has a knowledge base.
+    pub extractive: Option<Arc<dyn Backend>>,
+}
+
+impl RouteRequest {
+    pub fn new(route: impl Into<String>, request: ChatRequest) -> Self {
+        Self {
+            trace_id: TraceId::new(),
+            route: RouteName(route.into()),
+            scope: String::new(),
+            request,
+            required: Vec::new(),
+            extractive: None,
+        }
+    }
+}
+
+/// Who answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ServedBy {
+    Provider {
+        id: ProviderId,
+    },
+    /// A cached answer to the same request, `age` old.
+    Cache {
+        age: Duration,
+    },
+    /// The extractive surrogate over the knowledge base.
+    Extractive,
+}
+
+/// Why an attempt was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptReason {
+    Primary,
+    SpillOver,
+    Failover,
+    Retry,
+    Hedge,
+}
+
+/// One attempt, for the trace and the journal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    pub provider: ProviderId,
+    pub reason: AttemptReason,
+    /// When it started, from the request's start.
+    pub started: Duration,
+    pub latency: Duration,
+    /// The failure's label (`5xx`, `connect`, ...) and message; `None` on success.
+    pub error: Option<(String, String)>,
+    pub status: Option<u16>,
+    pub usage: Option<Usage>,
+    /// Whether a hedge made this attempt lose the race (it was cancelled).
+    pub cancelled: bool,
+}
+
+/// A routed answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub trace_id: TraceId,
+    pub response: ChatResponse,
+    pub served_by: ServedBy,
+    /// Not served by the route's first choice.
+    pub fallback: bool,
+    /// Served by a final fallback (cache or extractive).
+    pub degraded: bool,
+    /// The surrogate said plainly it cannot answer.
+    pub refusal: bool,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// A request that got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route `{0}`")]
+    UnknownRoute(RouteName),
+    #[error("route `{route}` has no answer for request {trace_id}: every provider and final fallback failed{}", summary(.attempts))]
+    Exhausted {
+        trace_id: TraceId,
+        route: RouteName,
+        attempts: Vec<AttemptRecord>,
+    },
+    #[error("request {trace_id} refused by {provider}: {error}")]
+    Refused {
+        trace_id: TraceId,
+        provider: ProviderId,
+        error: ProviderError,
+        attempts: Vec<AttemptRecord>,
+    },
+}
+
+fn summary(attempts: &[AttemptRecord]) -> String {
+    let parts: Vec<String> = attempts
+        .iter()
+        .filter_map(|a| {
+            a.error
+                .as_ref()
+                .map(|(label, _)| format!("{} {label}", a.provider))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+impl RouteError {
+    pub fn trace_id(&self) -> Option<TraceId> {
+        match self {
+            RouteError::UnknownRoute(_) => None,
+            RouteError::Exhausted { trace_id, .. } | RouteError::Refused { trace_id, .. } => {
+                Some(*trace_id)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRoute {
+    spec: Route,
+    /// Pool indices of the remote providers, in chain order.
+    chain: Vec<usize>,
+    policy: RoutePolicy,
+    backoff: Backoff,
+}
+
+/// Routes requests over the provider pool.
+#[derive(Debug)]
+pub struct Router {
+    pool: Arc<Pool>,
+    routes: HashMap<RouteName, CompiledRoute>,
+    cache: ResponseCache,
+    rng: Mutex<StdRng>,
+}
+
+/// The failure-over triggers a provider error falls under; `None` for a
+/// plain 4xx, which fails over only when its status is listed.
+pub fn trigger_of(error: &ProviderError) -> Option<Trigger> {
+    Some(match error {
+        ProviderError::Connect(_) => Trigger::Connect,
+        ProviderError::Reset(_) => Trigger::Reset,
+        ProviderError::FirstTokenTimeout(_) => Trigger::FirstTokenTimeout,
+        ProviderError::Timeout(_) => Trigger::Timeout,
+        ProviderError::RateLimited { .. } => Trigger::RateLimited,
+        ProviderError::Status { status: 408, .. } => Trigger::Timeout,
+        ProviderError::Status { status, .. } if *status >= 500 => Trigger::ServerError,
+        ProviderError::Malformed(_) => Trigger::Malformed,
+        ProviderError::StreamCut { .. } => Trigger::CutStream,
+        ProviderError::ContentFilter => Trigger::ContentFilter,
+        ProviderError::ContextLength(_) => Trigger::ContextLength,
+        ProviderError::Contract(_) => Trigger::Contract,
+        _ => return None,
+    })
+}
+
+fn fails_over(route: &Route, error: &ProviderError) -> bool {
+    match error {
+        // Not the request's fault: another provider may well serve it.
+        ProviderError::PrefillRejected(_)
+        | ProviderError::MissingKey(_)
+        | ProviderError::Unavailable(_) => true,
+        _ => match trigger_of(error) {
+            Some(trigger) => route.fallback_on.contains(&trigger),
+            None => error
+                .status()
+                .is_some_and(|s| route.fallback_statuses.contains(&s)),
+        },
+    }
+}
+
+impl Router {
+    /// Compiles the config's routes over `pool`.
+    pub fn new(config: &Config, pool: Pool) -> Result<Router, RouterError> {
+        let mut routes = HashMap::new();
+        for route in config.routes.values() {
+            let err = |message: String| RouterError::Route {
+                route: route.name.clone(),
+                message,
+            };
+            let chain: Vec<usize> = route
+                .chain
+                .iter()
+                .filter_map(|id| pool.index_of(id))
+                .collect();
+            if chain.len() > MAX_CHAIN {
+                return Err(err(format!(
+                    "at most {MAX_CHAIN} remote providers in a chain"
+                )));
+            }
+            let allowed_domains = route.allowed_domains.as_ref().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| pool.find_domain(n))
+                    .collect::<DomainSet>()
+            });
+            let mut final_fallbacks = [None; 3];
+            for (slot, fallback) in final_fallbacks.iter_mut().zip(&route.final_fallbacks) {
+                *slot = Some(match fallback {
+                    config::FinalFallback::Cache => FinalFallback::Cache,
+                    config::FinalFallback::Local => FinalFallback::Local,
+                    config::FinalFallback::Extractive => FinalFallback::Extractive,
+                });
+            }
+            let policy = RoutePolicy {
+                allowed_domains,
+                required: Capabilities::NONE,
+                sla_p95: route.sla_p95,
+                max_retry_after: route.max_retry_after,
+                retries_per_provider: route.retries.min(u32::from(u8::MAX)) as u8,
+                spill_over: route.spill_over,
+                final_fallbacks,
+            };
+            let backoff = Backoff::new(route.backoff_base, route.backoff_max)
+                .map_err(|e| err(e.to_string()))?;
+            routes.insert(
+                route.name.clone(),
+                CompiledRoute {
+                    spec: route.clone(),
+                    chain,
+                    policy,
+                    backoff,
+                },
+            );
+        }
+        Ok(Router {
+            pool: Arc::new(pool),
+            routes,
+            cache: ResponseCache::new(config.cache.ttl.0, config.cache.max_entries),
+            rng: Mutex::new(StdRng::from_os_rng()),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    /// The route's remote providers in chain order.
+    pub fn chain(&self, route: &RouteName) -> Option<Vec<&Arc<ProviderHandle>>> {
+        self.routes
+            .get(route)
+            .map(|r| r.chain.iter().map(|&i| self.pool.get(i)).collect())
+    }
+
+    fn jitter(&self, backoff: &Backoff, retry: u32) -> Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.delay(retry, &mut *rng)
+    }
+
+    /// Routes one request to a complete answer.
+    pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
+        let route = self
+            .routes
+            .get(&request.route)
+            .ok_or_else(|| RouteError::UnknownRoute(request.route.clone()))?;
+        let started = Instant::now();
+        let total_end = started + route.spec.deadlines.total;
+        let fingerprint = Fingerprint::of(&request.scope, &request.route, &request.request);
+        let mut policy = route.policy;
+        policy.required = request.required.iter().copied().collect();
+        let mut state = AttemptState::new(route.spec.deadlines.total);
+        let mut attempts: Vec<AttemptRecord> = Vec::new();
+        let mut snapshots = Vec::with_capacity(route.chain.len());
+        let first_choice = route.chain.first().copied();
+
+        loop {
+            let now = Instant::now();
+            state.remaining = total_end.saturating_duration_since(now);
+            snapshots.clear();
+            snapshots.extend(
+                route
+                    .chain
+                    .iter()
+                    .map(|&i| self.pool.get(i).snapshot(i as u16, now)),
+            );
+            let routed = decide(&snapshots, &policy, &state);
+            for (position, reason) in routed.skipped.iter() {
+                tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
+            }
+            match routed.decision {
+                Decision::Attempt { position, reason } => {
+                    let handle = self.pool.get(route.chain[usize::from(position)]);
+                    let attempt_reason = match reason {
+                        Reason::Primary => AttemptReason::Primary,
+                        Reason::SpillOver { .. } => AttemptReason::SpillOver,
+                        Reason::Failover { .. } => AttemptReason::Failover,
+                        Reason::Retry => AttemptReason::Retry,
+                    };
+                    if attempt_reason == AttemptReason::Retry {
+                        if !handle.budget.try_withdraw(now) {
+                            state.budget_available = false;
+                            continue;
+                        }
+                        let retry = u32::from(
+                            state.positions[usize::from(position)]
+                                .attempts
+                                .saturating_sub(1),
+                        );
+                        let wait = self.jitter(&route.backoff, retry).min(state.remaining);
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        handle.budget.deposit(now);
+                    }
+                    state.budget_available = true;
+                    let result = self
+                        .attempt_hedged(
+                            route,
+                            &request,
+                            &snapshots,
+                            &policy,
+                            &state,
+                            position,
+                            attempt_reason,
+                            started,
+                            total_end,
+                            &mut attempts,
+                        )
+                        .await;
+                    match result {
+                        Ok((response, served_position)) => {
+                            self.cache
+                                .put(fingerprint, response.clone(), Instant::now());
+                            let served_index = route.chain[usize::from(served_position)];
+                            return Ok(Outcome {
+                                trace_id: request.trace_id,
+                                refusal: response.finish_reason == FinishReason::NoAnswer,
+                                response,
+                                served_by: ServedBy::Provider {
+                                    id: self.pool.get(served_index).id().clone(),
+                                },
+                                fallback: Some(served_index) != first_choice,
+                                degraded: false,
+                                attempts,
+                            });
+                        }
+                        Err((error, failed_position)) => {
+                            if !fails_over(&route.spec, &error) {
+                                return Err(RouteError::Refused {
+                                    trace_id: request.trace_id,
+                                    provider: self
+                                        .pool
+                                        .get(route.chain[usize::from(failed_position)])
+                                        .id()
+                                        .clone(),
+                                    error,
+                                    attempts,
+                                });
+                            }
+                            state.record_failure(failed_position, ErrorKind::from(&error));
+                        }
+                    }
+                }
+                Decision::RetryAfter { position, wait } => {
+                    let handle = self.pool.get(route.chain[usize::from(position)]);
+                    if !handle.budget.try_withdraw(now) {
+                        state.budget_available = false;
+                        continue;
+                    }
+                    tokio::time::sleep(wait).await;
+                    let result = self
+                        .attempt_hedged(
+                            route,
+                            &request,
+                            &snapshots,
+                            &policy,
+                            &state,
+                            position,
+                            AttemptReason::Retry,
+                            started,
+                            total_end,
+                            &mut attempts,
+                        )
+                        .await;
+                    match result {
+                        Ok((response, served_position)) => {
+                            self.cache
+                                .put(fingerprint, response.clone(), Instant::now());
+                            let served_index = route.chain[usize::from(served_position)];
+                            return Ok(Outcome {
+                                trace_id: request.trace_id,
+                                refusal: false,
+                                response,
+                                served_by: ServedBy::Provider {
+                                    id: self.pool.get(served_index).id().clone(),
+                                },
+                                fallback: Some(served_index) != first_choice,
+                                degraded: false,
+                                attempts,
+                            });
+                        }
+                        Err((error, failed_position)) => {
+                            if !fails_over(&route.spec, &error) {
+                                return Err(RouteError::Refused {
+                                    trace_id: request.trace_id,
+                                    provider: handle.id().clone(),
+                                    error,
+                                    attempts,
+                                });
+                            }
+                            state.record_failure(failed_position, ErrorKind::from(&error));
+                        }
+                    }
+                }
+                Decision::FinalFallback(fallback) => {
+                    state.record_fallback(fallback);
+                    match fallback {
+                        FinalFallback::Cache => {
+                            if let Some(cached) = self.cache.get(&fingerprint, now) {
+                                return Ok(Outcome {
+                                    trace_id: request.trace_id,
+                                    response: cached.response,
+                                    served_by: ServedBy::Cache { age: cached.age },
+                                    fallback: true,
+                                    degraded: true,
+                                    refusal: false,
+                                    attempts,
+                                });
+                            }
+                        }
+                        // No supervised local model server in this build.
+                        FinalFallback::Local => {}
+                        FinalFallback::Extractive => {
+                            let Some(extractive) = &request.extractive else {
+                                continue;
+                            };
+                            // Local and quick: give it a few seconds even
+                            // when the remote deadline is spent.
+                            let deadline = AttemptDeadline::new(
+                                Duration::from_secs(5),
+                                Duration::from_secs(5),
+                            );
+                            if let Ok(response) =
+                                extractive.complete(&request.request, deadline).await
+                            {
+                                return Ok(Outcome {
+                                    trace_id: request.trace_id,
+                                    refusal: response.finish_reason == FinishReason::NoAnswer,
+                                    response,
+                                    served_by: ServedBy::Extractive,
+                                    fallback: true,
+                                    degraded: true,
+                                    attempts,
+                                });
+                            }
+                        }
+                    }
+                }
+                Decision::Exhausted => {
+                    return Err(RouteError::Exhausted {
+                        trace_id: request.trace_id,
+                        route: request.route.clone(),
+                        attempts,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One attempt at `position`, with a hedged second attempt on the next
+    /// eligible provider when the first is slower than the route's hedge
+    /// point. Returns the answer and the position that gave it, or the
+    /// failure and the position that failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_hedged(
+        &self,
+        route: &CompiledRoute,
+        request: &RouteRequest,
+        snapshots: &[super::decision::ProviderSnapshot],
+        policy: &RoutePolicy,
+        state: &AttemptState,
+        position: u8,
+        reason: AttemptReason,
+        started: Instant,
+        total_end: Instant,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<(ChatResponse, u8), (ProviderError, u8)> {
+        let handle = self.pool.get(route.chain[usize::from(position)]);
+        let hedge_after = match route.spec.hedge {
+            _ if reason == AttemptReason::Retry => None,
+            Some(Hedge::After(delay)) => Some(delay),
+            Some(Hedge::Percentile(p)) => handle.latency_percentile(p),
+            None => None,
+        };
+        let primary = self.attempt(handle, request, route, reason, started, total_end);
+        let Some(delay) = hedge_after else {
+            let (record, result) = primary.await;
+            attempts.push(record);
+            return result.map(|r| (r, position)).map_err(|e| (e, position));
+        };
+        tokio::pin!(primary);
+        tokio::select! {
+            (record, result) = &mut primary => {
+                attempts.push(record);
+                return result.map(|r| (r, position)).map_err(|e| (e, position));
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        // Where would the request go if this attempt had failed?
+        let mut hypothetical = *state;
+        hypothetical.record_failure(position, ErrorKind::Timeout);
+        let second = match decide(snapshots, policy, &hypothetical).decision {
+            Decision::Attempt { position: next, .. } if next != position => Some(next),
+            _ => None,
+        };
+        let Some(second) = second.filter(|&next| {
+            self.pool
+                .get(route.chain[usize::from(next)])
+                .budget
+                .try_withdraw(Instant::now())
+        }) else {
+            let (record, result) = primary.await;
+            attempts.push(record);
+            return result.map(|r| (r, position)).map_err(|e| (e, position));
+        };
+        let second_handle = self.pool.get(route.chain[usize::from(second)]);
+        tracing::info!(trace = %request.trace_id, from = %handle.id(), to = %second_handle.id(), ?delay, "hedging");
+        let hedge = self.attempt(
+            second_handle,
+            request,
+            route,
+            AttemptReason::Hedge,
+            started,
+            total_end,
+        );
+        tokio::pin!(hedge);
+        // The first answer wins and the other attempt is dropped, which
+        // closes its connection; a failure waits for the other attempt.
+        tokio::select! {
+            (record, result) = &mut primary => {
+                attempts.push(record);
+                match result {
+                    Ok(response) => {
+                        attempts.push(cancelled(second_handle, AttemptReason::Hedge, started));
+                        Ok((response, position))
+                    }
+                    Err(_) => {
+                        let (record, result) = hedge.await;
+                        attempts.push(record);
+                        result.map(|r| (r, second)).map_err(|e| (e, second))
+                    }
+                }
+            }
+            (record, result) = &mut hedge => {
+                attempts.push(record);
+                match result {
+                    Ok(response) => {
+                        attempts.push(cancelled(handle, reason, started));
+                        Ok((response, second))
+                    }
+                    Err(_) => {
+                        let (record, result) = primary.await;
+                        attempts.push(record);
+                        result.map(|r| (r, position)).map_err(|e| (e, position))
+                    }
+                }
+            }
+        }
+    }
+
+    /// One call to one provider, recorded on its handle.
+    async fn attempt(
+        &self,
+        handle: &ProviderHandle,
+        request: &RouteRequest,
+        route: &CompiledRoute,
+        reason: AttemptReason,
+        started: Instant,
+        total_end: Instant,
+    ) -> (AttemptRecord, Result<ChatResponse, ProviderError>) {
+        let begin = Instant::now();
+        let deadline = AttemptDeadline {
+            first_token: route.spec.deadlines.first_token,
+            end: (begin + route.spec.deadlines.attempt).min(total_end),
+        };
+        let admission = handle.admit(begin);
+        let guard = handle.begin(begin);
+        let result = handle.backend.complete(&request.request, deadline).await;
+        let latency = begin.elapsed();
+        guard.finish(Instant::now(), latency, result.as_ref().map(|_| ()));
+        tracing::debug!(trace = %request.trace_id, provider = %handle.id(), ?admission, ?latency, ok = result.is_ok(), "attempt");
+        let record = AttemptRecord {
+            provider: handle.id().clone(),
+            reason,
+            started: begin.saturating_duration_since(started),
+            latency,
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| (e.label().to_owned(), e.to_string())),
+            status: result.as_ref().err().and_then(ProviderError::status),
+            usage: result.as_ref().ok().and_then(|r| r.usage),
+            cancelled: false,
+        };
+        (record, result)
+    }
+}
+
+/// The record of an attempt that lost a hedge race.
+fn cancelled(handle: &ProviderHandle, reason: AttemptReason, started: Instant) -> AttemptRecord {
+    AttemptRecord {
+        provider: handle.id().clone(),
+        reason,
+        started: Instant::now().saturating_duration_since(started),
+        latency: Duration::ZERO,
+        error: None,
+        status: None,
+        usage: None,
+        cancelled: true,
+    }
+}
