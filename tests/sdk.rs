@@ -49,7 +49,9 @@ async fn official_python_sdks_parse_plain_and_streamed_answers() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        child.wait_with_output().expect("the child's output can be read")
+        child
+            .wait_with_output()
+            .expect("the child's output can be read")
     })
     .await
     .unwrap();
@@ -60,7 +62,10 @@ async fn official_python_sdks_parse_plain_and_streamed_answers() {
         "the SDK checks failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
-    assert!(stdout.contains("openai") && stdout.contains("anthropic") && stdout.contains("errors: ok"), "{stdout}");
+    assert!(
+        stdout.contains("openai") && stdout.contains("anthropic") && stdout.contains("errors: ok"),
+        "{stdout}"
+    );
     let stats = mock.stats();
     assert!(stats.by_outcome["ok"] >= 12, "{stats:?}");
     assert_eq!(stats.by_outcome["status"], 2, "{stats:?}");

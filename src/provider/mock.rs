@@ -312,7 +312,12 @@ fn refusal_at(
                 .map(|w| w.to)
                 .try_fold(end, |acc, to| to.map(|to| acc.max(to)));
             match next {
-                None => return Refusal { active: true, until: None },
+                None => {
+                    return Refusal {
+                        active: true,
+                        until: None,
+                    };
+                }
                 Some(next) if next == end => {
                     return Refusal {
                         active: true,
@@ -344,11 +349,39 @@ mod tests {
     #[test]
     fn refusal_spans_overlapping_windows_and_finds_the_next_start() {
         let t0 = Instant::now();
-        let windows = [window(100, Some(200)), window(150, Some(300)), window(500, None)];
+        let windows = [
+            window(100, Some(200)),
+            window(150, Some(300)),
+            window(500, None),
+        ];
         let at = |ms| refusal_at(windows.iter().copied(), Duration::from_millis(ms), t0);
-        assert_eq!(at(0), Refusal { active: false, until: Some(t0 + Duration::from_millis(100)) });
-        assert_eq!(at(120), Refusal { active: true, until: Some(t0 + Duration::from_millis(300)) });
-        assert_eq!(at(300), Refusal { active: false, until: Some(t0 + Duration::from_millis(500)) });
-        assert_eq!(at(600), Refusal { active: true, until: None });
+        assert_eq!(
+            at(0),
+            Refusal {
+                active: false,
+                until: Some(t0 + Duration::from_millis(100))
+            }
+        );
+        assert_eq!(
+            at(120),
+            Refusal {
+                active: true,
+                until: Some(t0 + Duration::from_millis(300))
+            }
+        );
+        assert_eq!(
+            at(300),
+            Refusal {
+                active: false,
+                until: Some(t0 + Duration::from_millis(500))
+            }
+        );
+        assert_eq!(
+            at(600),
+            Refusal {
+                active: true,
+                until: None
+            }
+        );
     }
 }

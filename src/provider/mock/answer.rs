@@ -277,9 +277,15 @@ mod tests {
         let head: String = answer[..2].concat();
         assert_eq!(continuation(&answer, &head).unwrap(), answer[2..].to_vec());
         let rest = continuation(&answer, head.trim_end()).unwrap();
-        assert_eq!(format!("{}{}", head.trim_end(), rest.concat()), answer.concat());
+        assert_eq!(
+            format!("{}{}", head.trim_end(), rest.concat()),
+            answer.concat()
+        );
         let mid = &answer.concat()[..head.len() + 2];
-        assert_eq!(format!("{mid}{}", continuation(&answer, mid).unwrap().concat()), answer.concat());
+        assert_eq!(
+            format!("{mid}{}", continuation(&answer, mid).unwrap().concat()),
+            answer.concat()
+        );
         assert_eq!(continuation(&answer, "not the answer"), None);
     }
 

@@ -378,7 +378,12 @@ fn validate_fault(
         "cut_stream" | "cut_tool_call" | "content_filter" => &["after_tokens"],
         "slow_stream" => &["token_interval"],
         "latency" => &["delay"],
-        "refuse" | "reset" | "hang" | "malformed" | "reject_prefill" | "restart_continuation"
+        "refuse"
+        | "reset"
+        | "hang"
+        | "malformed"
+        | "reject_prefill"
+        | "restart_continuation"
         | "context_length" => &[],
         other => {
             return Err(checker.error(
@@ -391,7 +396,10 @@ fn validate_fault(
         ("status", raw.status.as_ref().map(Spanned::span)),
         ("retry_after", raw.retry_after.as_ref().map(Spanned::span)),
         ("after_tokens", raw.after_tokens.as_ref().map(Spanned::span)),
-        ("token_interval", raw.token_interval.as_ref().map(Spanned::span)),
+        (
+            "token_interval",
+            raw.token_interval.as_ref().map(Spanned::span),
+        ),
         ("delay", raw.delay.as_ref().map(Spanned::span)),
     ];
     for (field, field_span) in present {
@@ -534,10 +542,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-        + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, column)
 }
 
@@ -588,7 +595,10 @@ after_tokens = 5
         assert_eq!(script.faults[0].endpoint, Some(Endpoint::Anthropic));
         assert!(script.faults[0].window.contains(Duration::from_secs(5)));
         assert!(!script.faults[0].window.contains(Duration::from_secs(15)));
-        assert_eq!(script.faults[1].kind, FaultKind::CutStream { after_tokens: 5 });
+        assert_eq!(
+            script.faults[1].kind,
+            FaultKind::CutStream { after_tokens: 5 }
+        );
     }
 
     #[test]
@@ -597,10 +607,17 @@ after_tokens = 5
         assert!(e.contains("faults.toml:3:"), "{e}");
         assert!(e.contains("`status`"), "{e}");
         let e = parse("[[fault]]\nkind = \"explode\"\n").unwrap_err();
-        assert!(e.contains("faults.toml:2:") && e.contains("found \"explode\""), "{e}");
+        assert!(
+            e.contains("faults.toml:2:") && e.contains("found \"explode\""),
+            "{e}"
+        );
         let e = parse("[server]\nlatency = \"fast\"\n").unwrap_err();
-        assert!(e.contains("faults.toml:2:") && e.contains("`latency`"), "{e}");
-        let e = parse("[[fault]]\nkind = \"status\"\nstatus = 503\nafter_tokens = 2\n").unwrap_err();
+        assert!(
+            e.contains("faults.toml:2:") && e.contains("`latency`"),
+            "{e}"
+        );
+        let e =
+            parse("[[fault]]\nkind = \"status\"\nstatus = 503\nafter_tokens = 2\n").unwrap_err();
         assert!(e.contains("`after_tokens` does not apply"), "{e}");
         let e = parse("[[fault]]\nkind = \"refuse\"\nrate = 0.5\n").unwrap_err();
         assert!(e.contains("`rate` does not apply"), "{e}");

@@ -34,10 +34,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::Shared;
 use super::answer::{self, Conversation, Reply, ToolCallReply};
 use super::script::{Endpoint, Fault, FaultKind, HANG_CAP, Script, ServerSettings};
 use super::wire::{self, Finish};
-use super::Shared;
 
 /// Request bodies larger than this are refused (the real APIs cap them too).
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -126,9 +126,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         reset: reset.clone(),
     });
     let service_shared = shared.clone();
-    let service = service_fn(move |request| {
-        handle(service_shared.clone(), reset.clone(), request)
-    });
+    let service = service_fn(move |request| handle(service_shared.clone(), reset.clone(), request));
     let mut connection = pin!(
         http1::Builder::new()
             .timer(TokioTimer::new())
@@ -243,7 +241,10 @@ async fn handle(
                 Ok(script) => {
                     let faults = script.faults.len();
                     shared.set_script(script);
-                    Ok(json_response(StatusCode::OK, &json!({ "ok": true, "faults": faults })))
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "ok": true, "faults": faults }),
+                    ))
                 }
                 Err(error) => Ok(json_response(
                     StatusCode::BAD_REQUEST,
@@ -322,10 +323,17 @@ async fn chat(
     {
         let mut stats = shared.stats();
         stats.requests += 1;
-        *stats.by_endpoint.entry(endpoint.as_str().to_owned()).or_default() += 1;
+        *stats
+            .by_endpoint
+            .entry(endpoint.as_str().to_owned())
+            .or_default() += 1;
     }
     let outcome = |label: &str| {
-        *shared.stats().by_outcome.entry(label.to_owned()).or_default() += 1;
+        *shared
+            .stats()
+            .by_outcome
+            .entry(label.to_owned())
+            .or_default() += 1;
     };
     if *shared.refusing.borrow() {
         outcome("refuse");
@@ -347,7 +355,11 @@ async fn chat(
             Duration::ZERO,
         ),
         Ok(conversation) => {
-            *shared.stats().prompts.entry(conversation.fingerprint()).or_default() += 1;
+            *shared
+                .stats()
+                .prompts
+                .entry(conversation.fingerprint())
+                .or_default() += 1;
             let mut state = shared.state();
             let fault = choose_fault(&script, endpoint, elapsed, conversation, &mut state.rng);
             let jitter = draw_jitter(settings.jitter, &mut state.rng);
@@ -508,7 +520,11 @@ fn decide(
     match answer::reply(conversation, settings.answer_tokens, continue_prefill) {
         Reply::Text { tokens, truncated } => {
             plan.tokens = tokens;
-            plan.finish = if truncated { Finish::Length } else { Finish::Stop };
+            plan.finish = if truncated {
+                Finish::Length
+            } else {
+                Finish::Stop
+            };
         }
         Reply::ToolCall(call) => {
             plan.tool_call = Some(call);
@@ -601,9 +617,11 @@ impl Replier {
                 let (kind, code) = wire::openai_error_kind(status);
                 wire::openai_error(&message, kind, openai_code.or(code))
             }
-            Endpoint::Anthropic => {
-                wire::anthropic_error(wire::anthropic_error_kind(status), &message, &self.request_id)
-            }
+            Endpoint::Anthropic => wire::anthropic_error(
+                wire::anthropic_error_kind(status),
+                &message,
+                &self.request_id,
+            ),
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = json_response(status, &body);
@@ -624,7 +642,10 @@ impl Replier {
             };
             let mut response = Response::new(frames_body(self.shared.clone(), frames));
             let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         } else {
@@ -701,7 +722,11 @@ impl Replier {
             Some(call) => wire::openai_tool_call_start(call),
             None => json!({ "role": "assistant", "content": "", "refusal": null }),
         };
-        frames.push(Frame::immediate(data(wire::openai_chunk(&ids, first_delta, None))));
+        frames.push(Frame::immediate(data(wire::openai_chunk(
+            &ids,
+            first_delta,
+            None,
+        ))));
         if plan.malformed {
             frames.push(Frame::immediate(format!(
                 "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"delta\":{{\"content\":\n\n",
@@ -715,15 +740,30 @@ impl Replier {
                 .iter()
                 .map(|p| wire::openai_tool_call_piece(p))
                 .collect(),
-            None => plan.tokens.iter().map(|t| json!({ "content": t })).collect(),
+            None => plan
+                .tokens
+                .iter()
+                .map(|t| json!({ "content": t }))
+                .collect(),
         };
-        if frames.tokens(units.into_iter().map(|u| data(wire::openai_chunk(&ids, u, None))), plan) {
+        if frames.tokens(
+            units
+                .into_iter()
+                .map(|u| data(wire::openai_chunk(&ids, u, None))),
+            plan,
+        ) {
             return frames;
         }
-        frames.push(Frame::immediate(data(wire::openai_chunk(&ids, json!({}), Some(plan.finish)))));
+        frames.push(Frame::immediate(data(wire::openai_chunk(
+            &ids,
+            json!({}),
+            Some(plan.finish),
+        ))));
         if self.include_usage {
             let usage = wire::openai_usage(self.prompt_tokens, Self::completion_tokens(plan));
-            frames.push(Frame::immediate(data(wire::openai_usage_chunk(&ids, usage))));
+            frames.push(Frame::immediate(data(wire::openai_usage_chunk(
+                &ids, usage,
+            ))));
         }
         frames.push(Frame::immediate(wire::sse(None, "[DONE]")));
         frames
@@ -745,7 +785,10 @@ impl Replier {
             frames.push(Frame::immediate(
                 "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\n\n".to_owned(),
             ));
-            frames.push(Frame::immediate(event("message_stop", json!({ "type": "message_stop" }))));
+            frames.push(Frame::immediate(event(
+                "message_stop",
+                json!({ "type": "message_stop" }),
+            )));
             return frames;
         }
         let units: Vec<Value> = match &plan.tool_call {
@@ -753,17 +796,30 @@ impl Replier {
                 .iter()
                 .map(|p| wire::anthropic_json_delta(p))
                 .collect(),
-            None => plan.tokens.iter().map(|t| wire::anthropic_text_delta(t)).collect(),
+            None => plan
+                .tokens
+                .iter()
+                .map(|t| wire::anthropic_text_delta(t))
+                .collect(),
         };
-        if frames.tokens(units.into_iter().map(|u| event("content_block_delta", u)), plan) {
+        if frames.tokens(
+            units.into_iter().map(|u| event("content_block_delta", u)),
+            plan,
+        ) {
             return frames;
         }
-        frames.push(Frame::immediate(event("content_block_stop", wire::anthropic_block_stop())));
+        frames.push(Frame::immediate(event(
+            "content_block_stop",
+            wire::anthropic_block_stop(),
+        )));
         frames.push(Frame::immediate(event(
             "message_delta",
             wire::anthropic_message_delta(plan.finish, Self::completion_tokens(plan)),
         )));
-        frames.push(Frame::immediate(event("message_stop", json!({ "type": "message_stop" }))));
+        frames.push(Frame::immediate(event(
+            "message_stop",
+            json!({ "type": "message_stop" }),
+        )));
         frames
     }
 }
@@ -824,7 +880,11 @@ impl Frames {
                 return true;
             }
             self.push(Frame {
-                delay: if index == 0 { Duration::ZERO } else { plan.interval },
+                delay: if index == 0 {
+                    Duration::ZERO
+                } else {
+                    plan.interval
+                },
                 bytes: Bytes::from(text),
                 token: true,
             });
@@ -856,7 +916,10 @@ fn frames_body(shared: Arc<Shared>, frames: Frames) -> Body {
                 }
                 None if frames.cut => {
                     tokio::time::sleep(FLUSH_BEFORE_CUT).await;
-                    Some((Err(close("the script cuts this stream")), (frames, shared, true)))
+                    Some((
+                        Err(close("the script cuts this stream")),
+                        (frames, shared, true),
+                    ))
                 }
                 None => None,
             }
@@ -895,7 +958,9 @@ mod tests {
         let c = conversation(&[(Role::User, "hello")], &["search"]);
         let (label, decision) = decide(&c, script.faults.first(), &script.server, Duration::ZERO);
         assert_eq!(label, "cut_tool_call");
-        let Decision::Answer(plan) = decision else { panic!("expected an answer") };
+        let Decision::Answer(plan) = decision else {
+            panic!("expected an answer")
+        };
         let pieces = answer::argument_pieces(&plan.tool_call.unwrap().arguments).len();
         assert!(plan.cut_after.unwrap() < pieces);
     }
@@ -912,7 +977,10 @@ mod tests {
         assert_eq!(label, "context_length");
         assert!(matches!(
             decision,
-            Decision::Error(ErrorReply::ContextLength { prompt: 3, limit: 2 })
+            Decision::Error(ErrorReply::ContextLength {
+                prompt: 3,
+                limit: 2
+            })
         ));
     }
 }

@@ -169,7 +169,10 @@ pub fn parse_openai(body: &[u8]) -> Result<Conversation, BadRequest> {
     };
     let mut system = Vec::new();
     for (index, message) in messages.iter().enumerate() {
-        let text = message.content.as_ref().map_or_else(String::new, TextOrParts::text);
+        let text = message
+            .content
+            .as_ref()
+            .map_or_else(String::new, TextOrParts::text);
         let (role, tool_result) = match message.role.as_str() {
             "system" | "developer" => {
                 system.push(text);
@@ -298,7 +301,10 @@ pub fn openai_usage_chunk(ids: &OpenaiIds, usage: Value) -> Value {
 pub fn openai_error_kind(status: u16) -> (&'static str, Option<&'static str>) {
     match status {
         401 => ("invalid_request_error", Some("invalid_api_key")),
-        403 => ("invalid_request_error", Some("unsupported_country_region_territory")),
+        403 => (
+            "invalid_request_error",
+            Some("unsupported_country_region_territory"),
+        ),
         404 => ("invalid_request_error", Some("model_not_found")),
         429 => ("requests", Some("rate_limit_exceeded")),
         400..=499 => ("invalid_request_error", None),
@@ -369,13 +375,19 @@ pub fn parse_anthropic(body: &[u8]) -> Result<Conversation, BadRequest> {
             tool_result: message.content.only_tool_results(),
         });
     }
-    if turns.last().is_some_and(|t| t.role == Role::Assistant && t.text.ends_with(char::is_whitespace)) {
+    if turns
+        .last()
+        .is_some_and(|t| t.role == Role::Assistant && t.text.ends_with(char::is_whitespace))
+    {
         return Err(BadRequest(
             "messages: final assistant content cannot end with trailing whitespace".to_owned(),
         ));
     }
     Ok(Conversation {
-        system: request.system.as_ref().map_or_else(String::new, TextOrParts::text),
+        system: request
+            .system
+            .as_ref()
+            .map_or_else(String::new, TextOrParts::text),
         turns,
         tools: request
             .tools
@@ -480,7 +492,6 @@ pub fn anthropic_message_delta(finish: Finish, output_tokens: u32) -> Value {
 /// The error `type` Anthropic uses for a status.
 pub fn anthropic_error_kind(status: u16) -> &'static str {
     match status {
-        400 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",
