@@ -172,6 +172,63 @@ pub enum StreamEvent {
 /// A streamed answer.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// Reads a whole stream into one response: text joined, tool-call parts
+/// assembled by index. A stream that fails part-way returns its error (a
+/// cut stream carries the partial text).
+pub async fn collect(mut stream: EventStream) -> Result<ChatResponse, ProviderError> {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Delta(delta) => text.push_str(&delta),
+            StreamEvent::ToolCallDelta {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                while calls.len() <= index {
+                    calls.push(ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                let call = &mut calls[index];
+                if let Some(id) = id {
+                    call.id = id;
+                }
+                if let Some(name) = name {
+                    call.name = name;
+                }
+                call.arguments.push_str(&arguments);
+            }
+            StreamEvent::Finished {
+                finish_reason,
+                usage,
+                request_id,
+                model,
+            } => {
+                return Ok(ChatResponse {
+                    text,
+                    tool_calls: calls,
+                    finish_reason,
+                    usage,
+                    request_id,
+                    model,
+                });
+            }
+        }
+    }
+    // The backends end every stream with `Finished` or an error; a stream
+    // that simply stops was cut.
+    Err(ProviderError::StreamCut {
+        tokens: 0,
+        partial: text,
+    })
+}
+
 /// Time limits of one attempt. The first-token limit catches the most
 /// common real outage: a provider that accepts the connection and stalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -638,7 +638,13 @@ impl Router {
         };
         let admission = handle.admit(begin);
         let guard = handle.begin(begin);
-        let result = handle.backend.complete(&request.request, deadline).await;
+        // Always stream from the upstream, even for a complete answer: only
+        // a stream shows when the first token arrives, so a provider that
+        // accepts and then stalls is caught at the first-token deadline.
+        let result = match handle.backend.stream(&request.request, deadline).await {
+            Ok(stream) => crate::provider::collect(stream).await,
+            Err(error) => Err(error),
+        };
         let latency = begin.elapsed();
         guard.finish(Instant::now(), latency, result.as_ref().map(|_| ()));
         tracing::debug!(trace = %request.trace_id, provider = %handle.id(), ?admission, ?latency, ok = result.is_ok(), "attempt");
