@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baton::provider::mock::{MockHandle, MockServer, Script, Stats};
+use baton::provider::mock::{MockHandle, MockServer, Script, Stats, expected_answer};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -186,6 +186,7 @@ async fn openai_answer_is_deterministic_with_usage_and_request_id() {
     let text = choice["message"]["content"].as_str().unwrap();
     assert_eq!(text.split_whitespace().count(), 6);
     assert!(text.ends_with(' '));
+    assert_eq!(text, expected_answer("what is baton?", 6));
     assert_eq!(first["usage"]["completion_tokens"], 6);
     assert_eq!(first["usage"]["prompt_tokens"], 5);
     assert_eq!(first["usage"]["total_tokens"], 11);

@@ -3,7 +3,8 @@
 //! over time, to rehearse outages the way toxiproxy rehearses network ones.
 //! Tests, examples and benchmarks call it through Baton's real clients, and
 //! the official Python SDKs call it in `tests/sdk.rs`, so its wire format
-//! ([`wire`]) is written from the public API references, not from Baton.
+//! (the `wire` submodule) is written from the public API references, not
+//! from Baton's clients.
 //!
 //! # Endpoints
 //! - `POST /v1/chat/completions` (OpenAI, JSON or SSE) and `POST /v1/messages`
@@ -67,7 +68,7 @@
 mod answer;
 mod script;
 mod serve;
-pub mod wire;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,7 +85,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use answer::{Conversation, Fnv, Role, Turn, full_answer};
 pub use script::{
     Endpoint, Fault, FaultKind, HANG_CAP, Script, ScriptError, ServerSettings, Window,
     parse_duration,
@@ -126,6 +126,21 @@ pub struct Stats {
     /// Prompt fingerprint (a hash of the messages, the same over both
     /// protocols) to the number of requests that carried it.
     pub prompts: BTreeMap<String, u64>,
+}
+
+/// The full answer the mock gives to `prompt` as the last user message,
+/// with `answer_tokens` words: what a client should end up with whatever
+/// failovers and continuations happened on the way.
+pub fn expected_answer(prompt: &str, answer_tokens: usize) -> String {
+    let conversation = answer::Conversation {
+        turns: vec![answer::Turn {
+            role: answer::Role::User,
+            text: prompt.to_owned(),
+            tool_result: false,
+        }],
+        ..answer::Conversation::default()
+    };
+    answer::full_answer(&conversation, answer_tokens).concat()
 }
 
 /// The scripted-fault server.
