@@ -369,6 +369,7 @@ impl ProviderError {
             ProviderError::Timeout(_) => "timeout",
             ProviderError::RateLimited { .. } => "429",
             ProviderError::Status { status, .. } if *status >= 500 => "5xx",
+            ProviderError::Status { status, .. } if *status < 400 => "redirect",
             ProviderError::Status { .. } => "4xx",
             ProviderError::ContextLength(_) => "context_length",
             ProviderError::ContentFilter => "content_filter",

@@ -220,6 +220,8 @@ fn fails_over(route: &Route, error: &ProviderError) -> bool {
         ProviderError::PrefillRejected(_)
         | ProviderError::MissingKey(_)
         | ProviderError::Unavailable(_) => true,
+        // A redirect is the provider's misconfiguration, never followed.
+        ProviderError::Status { status, .. } if *status < 400 => true,
         _ => match trigger_of(error) {
             Some(trigger) => route.fallback_on.contains(&trigger),
             None => error
