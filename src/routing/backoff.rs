@@ -42,10 +42,12 @@ impl Backoff {
         Ok(Backoff { base, max })
     }
 
+    /// The ceiling of the first retry's wait.
     pub fn base(&self) -> Duration {
         self.base
     }
 
+    /// The largest wait ever returned.
     pub fn max(&self) -> Duration {
         self.max
     }

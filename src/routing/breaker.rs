@@ -257,6 +257,7 @@ impl Breaker {
         })
     }
 
+    /// The policy the breaker was built with.
     pub fn policy(&self) -> &BreakerPolicy {
         &self.policy
     }
@@ -361,6 +362,7 @@ impl Breaker {
         if decayed { 0 } else { self.ejections }
     }
 
+    /// What operators see at `now`.
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         let (requests, failures) = self.window_counts(now);
         let failure_rate = if requests == 0 {

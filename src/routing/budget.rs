@@ -14,8 +14,10 @@
 //! - `min_per_second` withdrawals per second are always allowed, so a
 //!   provider with little traffic can still be retried at all.
 //!
-//! Invariant (tested): over any run of N original requests spanning T
-//! started seconds, withdrawals ≤ ratio·N + min_per_second·T. This holds
+//! Invariant (tested): from the budget's first use, after N original
+//! requests over T started seconds, withdrawals ≤ ratio·N + min_per_second·T
+//! (for a window that starts later, add the deposits of the `ttl` before
+//! it, which may still be spent inside it). This holds
 //! because the two sources are kept apart: the per-second allowance is
 //! use-it-or-lose-it within its second, and deposited tokens are consumed
 //! when withdrawn (not merely balanced against withdrawals that expire too,
@@ -80,6 +82,7 @@ pub enum BudgetPolicyError {
 }
 
 impl RetryBudgetPolicy {
+    /// Refuses a negative, NaN or absurd ratio and a zero ttl.
     pub fn validate(&self) -> Result<(), BudgetPolicyError> {
         // Written so that NaN fails too; above 1000 retries per request the
         // setting is surely a typo, and the unit arithmetic stays small.
@@ -134,6 +137,7 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
+    /// A budget with no deposits yet; its clock starts at its first use.
     pub fn new(policy: RetryBudgetPolicy) -> Result<RetryBudget, BudgetPolicyError> {
         policy.validate()?;
         // Rounded down so deposits never exceed what the ratio promises.
@@ -154,6 +158,7 @@ impl RetryBudget {
         })
     }
 
+    /// The policy the budget was built with.
     pub fn policy(&self) -> &RetryBudgetPolicy {
         &self.policy
     }
@@ -206,6 +211,7 @@ impl RetryBudget {
         true
     }
 
+    /// What the status page shows at `now`.
     pub fn snapshot(&self, now: Instant) -> RetryBudgetSnapshot {
         let mut inner = self.lock();
         let since = inner.since(now);

@@ -60,20 +60,25 @@ pub const MAX_CHAIN: usize = 16;
 pub struct Capabilities(u8);
 
 impl Capabilities {
+    /// The empty set.
     pub const NONE: Capabilities = Capabilities(0);
 
+    /// The set of one capability.
     pub const fn of(capability: Capability) -> Capabilities {
         Capabilities(bit(capability))
     }
 
+    /// This set plus `capability`.
     pub const fn with(self, capability: Capability) -> Capabilities {
         Capabilities(self.0 | bit(capability))
     }
 
+    /// Whether every capability of `other` is in this set.
     pub const fn contains_all(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// Whether `capability` is in this set.
     pub const fn has(self, capability: Capability) -> bool {
         self.0 & bit(capability) != 0
     }
@@ -100,8 +105,10 @@ pub struct DomainId(pub u8);
 pub struct DomainSet(u64);
 
 impl DomainSet {
+    /// No domain.
     pub const EMPTY: DomainSet = DomainSet(0);
 
+    /// This set plus `domain` (ignored from index 64 on).
     pub const fn with(self, domain: DomainId) -> DomainSet {
         if domain.0 < 64 {
             DomainSet(self.0 | 1 << domain.0)
@@ -180,12 +187,15 @@ pub enum FinalFallback {
 pub struct FallbackSet(u8);
 
 impl FallbackSet {
+    /// None tried yet.
     pub const EMPTY: FallbackSet = FallbackSet(0);
 
+    /// This set plus `fallback`.
     pub const fn with(self, fallback: FinalFallback) -> FallbackSet {
         FallbackSet(self.0 | 1 << fallback as u8)
     }
 
+    /// Whether `fallback` is in this set.
     pub const fn contains(self, fallback: FinalFallback) -> bool {
         self.0 & (1 << fallback as u8) != 0
     }
@@ -383,8 +393,10 @@ impl AttemptState {
 pub struct Positions(u16);
 
 impl Positions {
+    /// No position.
     pub const EMPTY: Positions = Positions(0);
 
+    /// This set plus `position` (ignored from [`MAX_CHAIN`] on).
     pub const fn with(self, position: u8) -> Positions {
         if (position as usize) < MAX_CHAIN {
             Positions(self.0 | 1 << position)
@@ -393,10 +405,12 @@ impl Positions {
         }
     }
 
+    /// Whether `position` is in this set.
     pub const fn contains(self, position: u8) -> bool {
         (position as usize) < MAX_CHAIN && self.0 & (1 << position) != 0
     }
 
+    /// Whether no position is in this set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -455,6 +469,7 @@ pub enum SkipReason {
 pub struct SkipTrace([Option<SkipReason>; MAX_CHAIN]);
 
 impl SkipTrace {
+    /// Why `position` was passed over, if it was.
     pub fn get(&self, position: u8) -> Option<SkipReason> {
         self.0.get(usize::from(position)).copied().flatten()
     }
