@@ -164,6 +164,8 @@ fn is_stop_word(word: &str) -> bool {
             | "get"
             | "got"
             | "please"
+            | "much"
+            | "many"
     )
 }
 

@@ -65,7 +65,10 @@ const MIN_SCORE: f32 = 4.5;
 /// so a clear answer is not diluted by quotes from neighbouring topics.
 const MIN_SHARE_OF_BEST: f32 = 0.6;
 /// A quoted sentence must weigh at least this share of the best sentence.
-const MIN_SENTENCE_SHARE: f32 = 0.35;
+const MIN_SENTENCE_SHARE: f32 = 0.5;
+/// How much a match in a passage's own heading adds to each of its
+/// sentences, relative to the same match in the sentence itself.
+const HEADING_SHARE: f32 = 0.5;
 
 /// A [`Backend`] that answers by quoting the knowledge base.
 #[derive(Debug, Clone)]
@@ -154,19 +157,24 @@ impl Extractive {
             .collect();
 
         let mut candidates: Vec<Candidate> = Vec::new();
+        let mut whole_first_section = false;
         for (rank, hit) in hits.iter().enumerate() {
             let passage = self.index.passage(hit.passage);
-            let heading_weight = weigh(&passage.heading, &weights);
-            for (position, sentence) in sentences(&passage.text).into_iter().enumerate() {
-                let mut weight = weigh(&sentence, &weights);
-                // A section found through its heading answers in its first
-                // lines even when they do not repeat the question's words.
-                if weight == 0.0 && position < 2 {
-                    weight = 0.25 * heading_weight;
-                }
+            let own_heading = passage.heading.rsplit(" > ").next().unwrap_or_default();
+            let heading_weight = weigh(own_heading, &weights);
+            let units = sentences(&passage.text);
+            // A short best section whose own heading matches the question is
+            // about it as a whole: quote all of it, since its lines answer
+            // even when they do not repeat the question's words (the list
+            // under "Recommended printers").
+            if rank == 0 && heading_weight > 0.0 && units.len() <= MAX_SENTENCES {
+                whole_first_section = true;
+            }
+            for (position, sentence) in units.into_iter().enumerate() {
+                let weight = weigh(&sentence, &weights) + HEADING_SHARE * heading_weight;
                 if weight > 0.0 {
                     // Earlier passages ranked better: prefer their sentences
-                    // when two weigh the same.
+                    // when two weigh about the same.
                     let score = weight * (1.0 - 0.1 * rank as f32);
                     candidates.push(Candidate {
                         rank,
@@ -186,14 +194,19 @@ impl Extractive {
         let best = candidates.first()?.score;
         let mut chosen: Vec<Candidate> = Vec::new();
         for candidate in candidates {
-            if chosen.len() == MAX_SENTENCES || candidate.score < MIN_SENTENCE_SHARE * best {
-                break;
-            }
+            let wanted = (whole_first_section && candidate.rank == 0)
+                || candidate.score >= MIN_SENTENCE_SHARE * best;
             // Overlapping windows of one section repeat lines.
-            if !chosen.iter().any(|c| c.sentence == candidate.sentence) {
+            if wanted && !chosen.iter().any(|c| c.sentence == candidate.sentence) {
                 chosen.push(candidate);
             }
         }
+        // The first section's lines come first when it is quoted whole;
+        // otherwise the strongest sentences, wherever they are.
+        if whole_first_section {
+            chosen.sort_by_key(|c| c.rank != 0);
+        }
+        chosen.truncate(MAX_SENTENCES);
         chosen.sort_by(|a, b| a.rank.cmp(&b.rank).then(a.position.cmp(&b.position)));
 
         let mut text = String::new();
@@ -221,7 +234,10 @@ struct Candidate {
     sentence: String,
 }
 
-/// The summed weight of the distinct query terms `text` contains.
+/// The summed weight of the distinct query terms `text` contains. Weights
+/// are squared idf so that the rare term that makes a question specific
+/// (`1004` in "what does TW-1004 mean") outweighs several common ones
+/// (`tw`, `error`) that every row of an error table shares.
 fn weigh(text: &str, weights: &[(String, f32)]) -> f32 {
     let mut seen = vec![false; weights.len()];
     for_each_term(text, |term| {
@@ -233,7 +249,7 @@ fn weigh(text: &str, weights: &[(String, f32)]) -> f32 {
         .iter()
         .zip(seen)
         .filter(|(_, seen)| *seen)
-        .map(|((_, w), _)| w)
+        .map(|((_, w), _)| w * w)
         .sum()
 }
 
@@ -242,12 +258,16 @@ fn weigh(text: &str, weights: &[(String, f32)]) -> f32 {
 /// that read badly in a plain answer removed.
 fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
+    let mut lines = text.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        // A table's header row labels columns; quoted alone it says nothing.
+        let header_row =
+            line.starts_with('|') && lines.peek().is_some_and(|next| is_table_rule(next));
         if line.is_empty()
             || line.starts_with("```")
             || line.starts_with("~~~")
-            || line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '))
+            || is_table_rule(line)
+            || header_row
         {
             continue;
         }
@@ -260,6 +280,11 @@ fn sentences(text: &str) -> Vec<String> {
         split_sentences(&line, &mut out);
     }
     out
+}
+
+/// Whether `line` is the `|---|:--|` line under a table header.
+fn is_table_rule(line: &str) -> bool {
+    line.contains('-') && line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '))
 }
 
 /// Removes a list, quote or heading marker from the start of a line.
@@ -423,7 +448,6 @@ mod tests {
                 "Yearly: refund within 14 days.",
                 "Monthly: none.",
                 "Go to Settings > Billing.",
-                "Code | HTTP",
                 "`TW-3001` | 401",
                 "tidectl token list",
                 "See e.g. the docs for v2.4.1.",
