@@ -222,9 +222,7 @@ impl KnowledgeIndex {
     /// How rare (informative) a term of the tokenizer is in this corpus;
     /// 0 for a term the corpus does not contain.
     pub fn term_weight(&self, term: &str) -> f32 {
-        self.terms
-            .get(term)
-            .map_or(0.0, |&t| self.idf[t as usize])
+        self.terms.get(term).map_or(0.0, |&t| self.idf[t as usize])
     }
 
     /// The `k` best passages for `query`, best first. Passages sharing no
@@ -490,8 +488,8 @@ mod tests {
         assert!(err.to_string().contains("missing.md"), "{err}");
 
         std::fs::write(dir.path().join("bad.md"), [0xff, 0xfe, b'a']).expect("write");
-        let err = KnowledgeIndex::build(dir.path(), &[PathBuf::from("bad.md")])
-            .expect_err("not utf-8");
+        let err =
+            KnowledgeIndex::build(dir.path(), &[PathBuf::from("bad.md")]).expect_err("not utf-8");
         assert!(err.to_string().contains("bad.md"), "{err}");
 
         let err = KnowledgeIndex::build(dir.path(), &[PathBuf::from("/etc/hosts")])
@@ -501,7 +499,11 @@ mod tests {
 
     #[test]
     fn build_dir_indexes_nested_markdown_in_path_order() {
-        let (dir, _) = corpus(&[("b.md", "# B\nbee\n"), ("a/c.md", "# C\nsea\n"), ("x.txt", "no")]);
+        let (dir, _) = corpus(&[
+            ("b.md", "# B\nbee\n"),
+            ("a/c.md", "# C\nsea\n"),
+            ("x.txt", "no"),
+        ]);
         let index = KnowledgeIndex::build_dir(dir.path()).expect("index");
         let files: Vec<&str> = index.passages().iter().map(|p| p.file.as_str()).collect();
         assert_eq!(files, ["a/c.md", "b.md"]);

@@ -166,7 +166,11 @@ async fn answers_cite_the_document_holding_the_fact() {
     let support = backend("support-bot");
     let mut failures = Vec::new();
     for &(swarm, question, file, fact) in ANSWERED {
-        let backend = if swarm == "support-bot" { &support } else { &qa };
+        let backend = if swarm == "support-bot" {
+            &support
+        } else {
+            &qa
+        };
         let response = complete(backend, &ask(question)).await;
         let ok = response.finish_reason == FinishReason::Stop
             && sources(&response.text)[0].starts_with(&format!("{file}#"))
@@ -193,9 +197,7 @@ async fn every_quoted_sentence_carries_a_listed_citation() {
     let quoted: Vec<&str> = body.lines().collect();
     assert!(!quoted.is_empty() && quoted.len() <= 4, "{}", response.text);
     for line in quoted {
-        let cited = listed
-            .iter()
-            .any(|c| line.ends_with(&format!(" [{c}]")));
+        let cited = listed.iter().any(|c| line.ends_with(&format!(" [{c}]")));
         assert!(cited, "{line:?} lacks a citation from {listed:?}");
     }
 }
@@ -317,7 +319,11 @@ async fn a_short_follow_up_is_read_with_the_previous_question() {
     };
     let response = complete(&backend, &request).await;
     assert_eq!(response.finish_reason, FinishReason::Stop);
-    assert!(response.text.contains("DYMO 4XL works with PDF only"), "{}", response.text);
+    assert!(
+        response.text.contains("DYMO 4XL works with PDF only"),
+        "{}",
+        response.text
+    );
 }
 
 #[tokio::test]

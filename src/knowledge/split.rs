@@ -64,7 +64,10 @@ pub fn split(source: &str, title: &str) -> Vec<Piece> {
     }
     let mut path: Vec<(usize, String)> = Vec::new();
     for (i, heading) in headings.iter().enumerate() {
-        while path.last().is_some_and(|(level, _)| *level >= heading.level) {
+        while path
+            .last()
+            .is_some_and(|(level, _)| *level >= heading.level)
+        {
             path.pop();
         }
         path.push((heading.level, heading.text.clone()));
@@ -304,6 +307,10 @@ mod tests {
         let para = vec!["word"; 500].join(" ");
         let pieces = split(&format!("# P\n{para}\n"), "p");
         assert!(pieces.len() >= 3);
-        assert!(pieces.iter().all(|p| p.text.split_whitespace().count() <= CHUNK_WORDS));
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.text.split_whitespace().count() <= CHUNK_WORDS)
+        );
     }
 }

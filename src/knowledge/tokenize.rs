@@ -255,7 +255,10 @@ mod tests {
 
     #[test]
     fn numbers_are_kept_whole_and_never_stemmed() {
-        assert_eq!(tokenize("port 7420 and 2.4.1"), ["port", "7420", "2", "4", "1"]);
+        assert_eq!(
+            tokenize("port 7420 and 2.4.1"),
+            ["port", "7420", "2", "4", "1"]
+        );
         assert_eq!(tokenize("4x6 labels 100s"), ["4x6", "label", "100s"]);
     }
 
