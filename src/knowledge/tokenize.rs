@@ -185,9 +185,7 @@ fn strip_plural(word: &mut String) {
     if word.ends_with("ies") && len > 4 {
         word.truncate(len - 3);
         word.push('y');
-    } else if word.ends_with("sses") {
-        word.truncate(len - 2);
-    } else if ["ches", "shes", "xes", "zes"]
+    } else if ["sses", "ches", "shes", "xes", "zes"]
         .iter()
         .any(|end| word.ends_with(end))
     {
