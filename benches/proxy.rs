@@ -24,7 +24,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let mock = MockServer::start("127.0.0.1:0".parse().unwrap(), Script::from_toml("[server]\nanswer_tokens = 16\n", Path::new("bench.toml")).unwrap())
             .await

@@ -137,7 +137,7 @@ impl Trigger {
 }
 
 /// The route's last resorts after every remote provider failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinalFallback {
     /// The stale-if-error response cache.

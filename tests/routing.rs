@@ -12,7 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton::config::Config;
+use baton::config::{Config, ProviderId};
+use baton::knowledge::KnowledgeIndex;
+use baton::provider::Backend;
+use baton::provider::extractive::Extractive;
 use baton::provider::mock::{MockHandle, MockServer, Script};
 use baton::provider::{ChatRequest, Message};
 use baton::routing::pool::Pool;
@@ -455,7 +458,7 @@ async fn the_breaker_opens_after_the_threshold_and_closes_through_half_open() {
 }
 
 #[tokio::test]
-async fn a_dead_route_answers_from_cache_then_fails_with_the_trace_id() {
+async fn a_dead_route_answers_from_cache_then_extractive_then_fails_with_the_trace_id() {
     let only = healthy().await;
     let config = config(
         &[up("only", &only)],
@@ -463,8 +466,18 @@ async fn a_dead_route_answers_from_cache_then_fails_with_the_trace_id() {
         "",
     );
     let router = router(&config);
+    let index = KnowledgeIndex::build_dir(Path::new("agents/support-bot/knowledge"))
+        .expect("shipped knowledge");
+    let extractive: Arc<dyn Backend> = Arc::new(Extractive::new(
+        ProviderId("extractive".into()),
+        Arc::new(index),
+    ));
+    let with_knowledge = |text: &str| RouteRequest {
+        extractive: Some(extractive.clone()),
+        ..ask(text)
+    };
     let fresh = router
-        .complete(ask("what are your opening hours"))
+        .complete(with_knowledge("what are your opening hours"))
         .await
         .unwrap();
     assert!(!fresh.degraded);
@@ -476,8 +489,9 @@ async fn a_dead_route_answers_from_cache_then_fails_with_the_trace_id() {
         )
         .unwrap(),
     );
+    // 1. The same question: the cached answer, marked as such.
     let cached = router
-        .complete(ask("what are your opening hours"))
+        .complete(with_knowledge("what are your opening hours"))
         .await
         .unwrap();
     assert!(
@@ -488,6 +502,32 @@ async fn a_dead_route_answers_from_cache_then_fails_with_the_trace_id() {
     assert!(cached.degraded);
     assert_eq!(cached.response.text, fresh.response.text);
 
+    // 2. A new question: the extractive answer, cited, degraded.
+    let extracted = router
+        .complete(with_knowledge(
+            "how long is the refund window on yearly plans",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(extracted.served_by, ServedBy::Extractive);
+    assert!(extracted.degraded && !extracted.refusal);
+    assert!(
+        extracted
+            .response
+            .text
+            .contains("[refunds-and-cancellations.md#"),
+        "{}",
+        extracted.response.text
+    );
+
+    // A question the knowledge base cannot answer: a plain refusal, counted apart.
+    let refused = router
+        .complete(with_knowledge("what is the capital of mongolia"))
+        .await
+        .unwrap();
+    assert!(refused.refusal, "{}", refused.response.text);
+
+    // 3. Without a knowledge base: a clear error carrying the trace id.
     let request = ask("a question never asked before");
     let trace_id = request.trace_id;
     let error = router.complete(request).await.unwrap_err();

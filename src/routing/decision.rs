@@ -171,16 +171,9 @@ pub struct ProviderSnapshot {
     pub p95: Option<Duration>,
 }
 
-/// A last resort once no provider of the chain can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FinalFallback {
-    /// A stale cached answer to the same request (stale-if-error).
-    Cache,
-    /// The supervised local model server.
-    Local,
-    /// The extractive answer from the swarm's knowledge base.
-    Extractive,
-}
+/// A last resort once no provider of the chain can serve (the config's
+/// type: the decision reads the route's list as written).
+pub use crate::config::FinalFallback;
 
 /// A set of [`FinalFallback`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

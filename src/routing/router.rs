@@ -31,7 +31,7 @@ use super::decision::{
     RoutePolicy, decide,
 };
 use super::pool::{Pool, ProviderHandle};
-use crate::config::{self, Config, Hedge, ProviderId, Route, Trigger};
+use crate::config::{Config, Hedge, ProviderId, Route, Trigger};
 use crate::provider::{
     AttemptDeadline, Backend, ChatRequest, ChatResponse, FinishReason, ProviderError, Usage,
 };
@@ -258,11 +258,7 @@ impl Router {
             });
             let mut final_fallbacks = [None; 3];
             for (slot, fallback) in final_fallbacks.iter_mut().zip(&route.final_fallbacks) {
-                *slot = Some(match fallback {
-                    config::FinalFallback::Cache => FinalFallback::Cache,
-                    config::FinalFallback::Local => FinalFallback::Local,
-                    config::FinalFallback::Extractive => FinalFallback::Extractive,
-                });
+                *slot = Some(*fallback);
             }
             let policy = RoutePolicy {
                 allowed_domains,
