@@ -18,9 +18,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use super::http::{self, body_until, excerpt, first_token_until, send_until};
+use super::http::{self, excerpt};
 use super::sse::{Decoder, SseEvent, event_stream};
 use super::{
     AttemptDeadline, Backend, ChatRequest, ChatResponse, EventStream, FinishReason, MessageRole,
@@ -155,20 +154,8 @@ impl Backend for Anthropic {
         deadline: AttemptDeadline,
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
-            let started = Instant::now();
-            let response = send_until(
-                self.post(&self.body(request, false)),
-                deadline.end,
-                started,
-                false,
-            )
-            .await?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = body_until(response, deadline.end, started).await?;
-            if !(200..300).contains(&status) {
-                return Err(error_from(status, &headers, &body));
-            }
+            let post = self.post(&self.body(request, false));
+            let (headers, body) = http::post_whole(post, deadline, error_from).await?;
             parse_message(&body, http::header_str(&headers, "request-id"))
         })
     }
@@ -179,18 +166,10 @@ impl Backend for Anthropic {
         deadline: AttemptDeadline,
     ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
         Box::pin(async move {
-            let started = Instant::now();
-            let until = first_token_until(&deadline, started);
-            let response =
-                send_until(self.post(&self.body(request, true)), until, started, true).await?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            if !(200..300).contains(&status) {
-                let body = body_until(response, deadline.end, started).await?;
-                return Err(error_from(status, &headers, &body));
-            }
+            let post = self.post(&self.body(request, true));
+            let (response, started) = http::post_stream(post, deadline, error_from).await?;
             let decoder = EventDecoder {
-                request_id: http::header_str(&headers, "request-id").map(str::to_owned),
+                request_id: http::header_str(response.headers(), "request-id").map(str::to_owned),
                 ..EventDecoder::default()
             };
             Ok(event_stream(response, deadline, started, decoder))

@@ -123,6 +123,47 @@ pub fn redirect_refused(status: u16) -> ProviderError {
     }
 }
 
+/// Maps a non-2xx answer (status, headers, body) to its kind; one per protocol.
+pub type ErrorMapper = fn(u16, &HeaderMap, &[u8]) -> ProviderError;
+
+/// Posts a request for a whole answer: headers and body must arrive before
+/// the attempt's end. Returns the headers and body of a 2xx answer.
+pub async fn post_whole(
+    request: reqwest::RequestBuilder,
+    deadline: AttemptDeadline,
+    error_from: ErrorMapper,
+) -> Result<(HeaderMap, bytes::Bytes), ProviderError> {
+    let started = Instant::now();
+    let response = send_until(request, deadline.end, started, false).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = body_until(response, deadline.end, started).await?;
+    if !(200..300).contains(&status) {
+        return Err(error_from(status, &headers, &body));
+    }
+    Ok((headers, body))
+}
+
+/// Posts a request for a streamed answer: the headers must arrive before
+/// the first-token deadline. Returns the open 2xx response and when the
+/// attempt started (the stream's deadlines count from it).
+pub async fn post_stream(
+    request: reqwest::RequestBuilder,
+    deadline: AttemptDeadline,
+    error_from: ErrorMapper,
+) -> Result<(reqwest::Response, Instant), ProviderError> {
+    let started = Instant::now();
+    let until = first_token_until(&deadline, started);
+    let response = send_until(request, until, started, true).await?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let headers = response.headers().clone();
+        let body = body_until(response, deadline.end, started).await?;
+        return Err(error_from(status, &headers, &body));
+    }
+    Ok((response, started))
+}
+
 /// Shortens an upstream error body for messages.
 pub fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 300;

@@ -339,7 +339,7 @@ impl Router {
             for (position, reason) in routed.skipped.iter() {
                 tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
             }
-            match routed.decision {
+            let (position, attempt_reason) = match routed.decision {
                 Decision::Attempt { position, reason } => {
                     let handle = self.pool.get(route.chain[usize::from(position)]);
                     let attempt_reason = match reason {
@@ -361,56 +361,10 @@ impl Router {
                         let wait = self.jitter(&route.backoff, retry).min(state.remaining);
                         tokio::time::sleep(wait).await;
                     } else {
+                        // A request's first attempt on a provider pays in.
                         handle.budget.deposit(now);
                     }
-                    state.budget_available = true;
-                    let result = self
-                        .attempt_hedged(
-                            route,
-                            &request,
-                            &snapshots,
-                            &policy,
-                            &state,
-                            position,
-                            attempt_reason,
-                            started,
-                            total_end,
-                            &mut attempts,
-                        )
-                        .await;
-                    match result {
-                        Ok((response, served_position)) => {
-                            self.cache
-                                .put(fingerprint, response.clone(), Instant::now());
-                            let served_index = route.chain[usize::from(served_position)];
-                            return Ok(Outcome {
-                                trace_id: request.trace_id,
-                                refusal: response.finish_reason == FinishReason::NoAnswer,
-                                response,
-                                served_by: ServedBy::Provider {
-                                    id: self.pool.get(served_index).id().clone(),
-                                },
-                                fallback: Some(served_index) != first_choice,
-                                degraded: false,
-                                attempts,
-                            });
-                        }
-                        Err((error, failed_position)) => {
-                            if !fails_over(&route.spec, &error) {
-                                return Err(RouteError::Refused {
-                                    trace_id: request.trace_id,
-                                    provider: self
-                                        .pool
-                                        .get(route.chain[usize::from(failed_position)])
-                                        .id()
-                                        .clone(),
-                                    error,
-                                    attempts,
-                                });
-                            }
-                            state.record_failure(failed_position, ErrorKind::from(&error));
-                        }
-                    }
+                    (position, attempt_reason)
                 }
                 Decision::RetryAfter { position, wait } => {
                     let handle = self.pool.get(route.chain[usize::from(position)]);
@@ -419,49 +373,7 @@ impl Router {
                         continue;
                     }
                     tokio::time::sleep(wait).await;
-                    let result = self
-                        .attempt_hedged(
-                            route,
-                            &request,
-                            &snapshots,
-                            &policy,
-                            &state,
-                            position,
-                            AttemptReason::Retry,
-                            started,
-                            total_end,
-                            &mut attempts,
-                        )
-                        .await;
-                    match result {
-                        Ok((response, served_position)) => {
-                            self.cache
-                                .put(fingerprint, response.clone(), Instant::now());
-                            let served_index = route.chain[usize::from(served_position)];
-                            return Ok(Outcome {
-                                trace_id: request.trace_id,
-                                refusal: false,
-                                response,
-                                served_by: ServedBy::Provider {
-                                    id: self.pool.get(served_index).id().clone(),
-                                },
-                                fallback: Some(served_index) != first_choice,
-                                degraded: false,
-                                attempts,
-                            });
-                        }
-                        Err((error, failed_position)) => {
-                            if !fails_over(&route.spec, &error) {
-                                return Err(RouteError::Refused {
-                                    trace_id: request.trace_id,
-                                    provider: handle.id().clone(),
-                                    error,
-                                    attempts,
-                                });
-                            }
-                            state.record_failure(failed_position, ErrorKind::from(&error));
-                        }
-                    }
+                    (position, AttemptReason::Retry)
                 }
                 Decision::FinalFallback(fallback) => {
                     state.record_fallback(fallback);
@@ -506,6 +418,7 @@ impl Router {
                             }
                         }
                     }
+                    continue;
                 }
                 Decision::Exhausted => {
                     return Err(RouteError::Exhausted {
@@ -513,6 +426,54 @@ impl Router {
                         route: request.route.clone(),
                         attempts,
                     });
+                }
+            };
+            state.budget_available = true;
+            let result = self
+                .attempt_hedged(
+                    route,
+                    &request,
+                    &snapshots,
+                    &policy,
+                    &state,
+                    position,
+                    attempt_reason,
+                    started,
+                    total_end,
+                    &mut attempts,
+                )
+                .await;
+            match result {
+                Ok((response, served_position)) => {
+                    self.cache
+                        .put(fingerprint, response.clone(), Instant::now());
+                    let served_index = route.chain[usize::from(served_position)];
+                    return Ok(Outcome {
+                        trace_id: request.trace_id,
+                        refusal: response.finish_reason == FinishReason::NoAnswer,
+                        response,
+                        served_by: ServedBy::Provider {
+                            id: self.pool.get(served_index).id().clone(),
+                        },
+                        fallback: Some(served_index) != first_choice,
+                        degraded: false,
+                        attempts,
+                    });
+                }
+                Err((error, failed_position)) => {
+                    if !fails_over(&route.spec, &error) {
+                        return Err(RouteError::Refused {
+                            trace_id: request.trace_id,
+                            provider: self
+                                .pool
+                                .get(route.chain[usize::from(failed_position)])
+                                .id()
+                                .clone(),
+                            error,
+                            attempts,
+                        });
+                    }
+                    state.record_failure(failed_position, ErrorKind::from(&error));
                 }
             }
         }
