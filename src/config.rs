@@ -459,6 +459,9 @@ impl Config {
     }
 }
 
+/// Retries per provider beyond this only burn the budget.
+pub const MAX_RETRIES: u32 = 10;
+
 /// Validation with every error located by its TOML span.
 struct Checker<'a> {
     text: &'a str,
@@ -595,7 +598,7 @@ fn validate_providers(
                     "api_key_env",
                     format!("provider `{name}`: expected the name of an environment variable (letters, digits, `_`), not a key"),
                 );
-            } else if std::env::var_os(env.get_ref()).is_none_or(|v| v.is_empty()) {
+            } else if crate::secret::Secret::from_env(env.get_ref()).is_none() {
                 key_available = false;
                 check.warning(
                     env.span(),
@@ -808,6 +811,27 @@ fn validate_routes(
             attempt: duration(pick!(attempt_timeout), Duration::from_secs(60)),
             total: duration(pick!(total_timeout), Duration::from_secs(120)),
         };
+        if deadlines.attempt < deadlines.first_token {
+            let span = pick!(attempt_timeout).map_or(route.chain.span(), |s| s.span());
+            check.error(
+                span,
+                "attempt_timeout",
+                format!(
+                    "{owner}: expected an attempt timeout no shorter than the first-token timeout"
+                ),
+            );
+        }
+        if let Some(retries) = pick!(retries)
+            && retries > MAX_RETRIES
+        {
+            check.error(
+                route.chain.span(),
+                "retries",
+                format!(
+                    "{owner}: expected at most {MAX_RETRIES} retries per provider, found {retries}"
+                ),
+            );
+        }
         if deadlines.total < deadlines.first_token {
             let span = pick!(total_timeout).map_or(route.chain.span(), |s| s.span());
             check.error(
@@ -860,6 +884,10 @@ fn validate_routes(
             fallback_statuses.push(*status.get_ref());
         }
         let hedge = pick!(hedge).and_then(|h| match parse_hedge(h.get_ref()) {
+            Ok(Hedge::After(delay)) if delay.is_zero() => {
+                check.error(h.span(), "hedge", format!("{owner}: a hedge after 0 ms doubles every request; expected a delay above zero"));
+                None
+            }
             Ok(hedge) => Some(hedge),
             Err(message) => {
                 check.error(h.span(), "hedge", format!("{owner}: {message}"));
@@ -867,17 +895,38 @@ fn validate_routes(
             }
         });
         let allowed_domains = pick!(allowed_domains);
-        let final_fallbacks = pick!(final_fallbacks).unwrap_or_else(|| {
+        let mut final_fallbacks = pick!(final_fallbacks).unwrap_or_else(|| {
             vec![
                 FinalFallback::Cache,
                 FinalFallback::Local,
                 FinalFallback::Extractive,
             ]
         });
+        for (i, fallback) in final_fallbacks.iter().enumerate() {
+            if final_fallbacks[..i].contains(fallback) {
+                check.error(
+                    route.chain.span(),
+                    "final_fallbacks",
+                    format!("{owner}: each final fallback may be listed once"),
+                );
+                break;
+            }
+        }
+        // An `extractive` provider in a chain is served as the extractive
+        // final fallback (it answers from the requesting swarm's knowledge).
+        let chain_has_extractive = chain.iter().any(|id| {
+            providers
+                .get(id)
+                .is_some_and(|p| p.kind == ProviderKind::Extractive)
+        });
+        if chain_has_extractive && !final_fallbacks.contains(&FinalFallback::Extractive) {
+            final_fallbacks.push(FinalFallback::Extractive);
+        }
 
         let usable = chain.iter().any(|id| {
             providers.get(id).is_some_and(|p| {
-                p.key_available
+                matches!(p.kind, ProviderKind::Openai | ProviderKind::Anthropic)
+                    && p.key_available
                     && allowed_domains
                         .as_ref()
                         .is_none_or(|domains| domains.contains(&p.domain))
@@ -1098,6 +1147,36 @@ mod tests {
         let text = "default_route = \"a\"\n[providers.gpt]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[routes.a]\nchain = [\"gpt\"]\n";
         let found = errors(text);
         assert!(found[0].starts_with("baton.toml:2:12: error: field `model`: provider `gpt`: a remote provider needs `model`"), "{found:?}");
+    }
+
+    #[test]
+    fn nonsense_route_settings_are_errors() {
+        let base = "default_route = \"a\"\n[providers.p]\nkind = \"extractive\"\n[routes.a]\nchain = [\"p\"]\n";
+        for (extra, needle) in [
+            (
+                "attempt_timeout = \"1s\"\nfirst_token_timeout = \"5s\"\n",
+                "attempt timeout no shorter than the first-token timeout",
+            ),
+            ("retries = 255\n", "at most 10 retries"),
+            ("hedge = \"0ms\"\n", "doubles every request"),
+            ("final_fallbacks = [\"cache\", \"cache\"]\n", "listed once"),
+        ] {
+            let found = errors(&format!("{base}{extra}"));
+            assert!(
+                found.iter().any(|e| e.contains(needle)),
+                "{extra}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_extractive_provider_in_a_chain_becomes_the_extractive_fallback() {
+        let text = "default_route = \"a\"\n[providers.kb]\nkind = \"extractive\"\n[routes.a]\nchain = [\"kb\"]\nfinal_fallbacks = []\n";
+        let config = Config::parse(text, Path::new("baton.toml")).unwrap();
+        assert_eq!(
+            config.route("a").unwrap().final_fallbacks,
+            [FinalFallback::Extractive]
+        );
     }
 
     #[test]

@@ -172,6 +172,9 @@ pub enum StreamEvent {
 /// A streamed answer.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// Tool calls one answer may carry; more is treated as malformed.
+pub const MAX_TOOL_CALLS: usize = 128;
+
 /// Reads a whole stream into one response: text joined, tool-call parts
 /// assembled by index. A stream that fails part-way returns its error (a
 /// cut stream carries the partial text).
@@ -188,6 +191,13 @@ pub async fn collect(mut stream: EventStream) -> Result<ChatResponse, ProviderEr
                 name,
                 arguments,
             } => {
+                // The index is upstream text: a call index far past the
+                // calls seen so far is malformed, not a reason to allocate.
+                if index > calls.len() + MAX_TOOL_CALLS {
+                    return Err(ProviderError::Malformed(format!(
+                        "tool call index {index} out of range"
+                    )));
+                }
                 while calls.len() <= index {
                     calls.push(ToolCall {
                         id: String::new(),

@@ -538,6 +538,17 @@ async fn a_dead_route_answers_from_cache_then_extractive_then_fails_with_the_tra
 }
 
 #[tokio::test]
+async fn a_refused_key_or_unknown_model_fails_over() {
+    for status in [401, 403, 404] {
+        fails_over_on(
+            &format!("[[fault]]\nkind = \"status\"\nstatus = {status}\n"),
+            "4xx",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn a_plain_400_is_returned_not_failed_over() {
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 400\n").await;
     let secondary = healthy().await;

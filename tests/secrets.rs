@@ -79,7 +79,7 @@ async fn the_canary_key_appears_in_no_log_error_or_file_and_no_redirect_carries_
         raw_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into()).await;
     // A provider that redirects to it.
     let (redirecting, reached_redirector) = raw_server(format!(
-        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/v1/chat/completions\r\ncontent-length: 0\r\n\r\n"
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/v1/messages\r\ncontent-length: 0\r\n\r\n"
     ))
     .await;
     let failing = MockServer::start(
@@ -105,7 +105,7 @@ async fn the_canary_key_appears_in_no_log_error_or_file_and_no_redirect_carries_
     let text = format!(
         "default_route = \"r\"\n\
          [defaults]\nretries = 0\nfinal_fallbacks = [\"cache\"]\n\
-         [providers.redirecting]\nkind = \"openai\"\nmodel = \"m\"\nbase_url = \"{redirecting}/v1\"\napi_key_env = \"{CANARY_VAR}\"\n\
+         [providers.redirecting]\nkind = \"anthropic\"\nmodel = \"m\"\nbase_url = \"{redirecting}\"\napi_key_env = \"{CANARY_VAR}\"\n\
          [providers.failing]\nkind = \"anthropic\"\nmodel = \"m\"\nbase_url = \"{failing}\"\napi_key_env = \"{CANARY_VAR}\"\n\
          [providers.malformed]\nkind = \"openai\"\nmodel = \"m\"\nbase_url = \"{malformed}/v1\"\napi_key_env = \"{CANARY_VAR}\"\n\
          [providers.good]\nkind = \"anthropic\"\nmodel = \"m\"\nbase_url = \"{good}\"\napi_key_env = \"{CANARY_VAR}\"\n\
@@ -145,7 +145,8 @@ async fn the_canary_key_appears_in_no_log_error_or_file_and_no_redirect_carries_
     seen_errors.push(format!("{error:?}"));
     seen_errors.push(format!("{config:?} {router:?}"));
 
-    // The key really was used: the redirecting provider received it...
+    // The key really was used: the redirecting provider received it in
+    // Anthropic's `x-api-key` (a header reqwest would forward on a redirect)...
     let first_request = reached_redirector.lock().unwrap().join("\n");
     assert!(
         first_request.contains(CANARY),

@@ -68,7 +68,17 @@ impl Anthropic {
             .header("anthropic-version", API_VERSION)
             .json(body);
         match &self.key {
-            Some(key) => request.header("x-api-key", key.expose()),
+            Some(key) => match reqwest::header::HeaderValue::from_str(key.expose()) {
+                Ok(mut value) => {
+                    // Kept out of HTTP/2 header compression tables and
+                    // header Debug output.
+                    value.set_sensitive(true);
+                    request.header("x-api-key", value)
+                }
+                // A key that is not a valid header value cannot be sent;
+                // the upstream answers 401, and the key is not echoed.
+                Err(_) => request,
+            },
             None => request,
         }
     }
@@ -124,7 +134,9 @@ impl Anthropic {
             body["system"] = json!(system.join("\n\n"));
         }
         if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
+            // Anthropic takes 0–1 where OpenAI takes 0–2; a request that
+            // failed over from an OpenAI provider must not become a 400.
+            body["temperature"] = json!(t.clamp(0.0, 1.0));
         }
         if !request.stop.is_empty() {
             body["stop_sequences"] = json!(request.stop);
@@ -196,7 +208,11 @@ fn error_kind(
     retry_after: Option<Duration>,
 ) -> ProviderError {
     let lower = message.to_lowercase();
-    if lower.contains("prompt is too long") || lower.contains("context window") {
+    if lower.contains("prompt is too long")
+        || lower.contains("context window")
+        || lower.contains("context limit")
+        || kind == "request_too_large"
+    {
         return ProviderError::ContextLength(message);
     }
     if lower.contains("prefill") || lower.contains("final assistant content") {
@@ -280,7 +296,9 @@ struct WireUsage {
 
 fn stop_reason(text: &str) -> Result<FinishReason, ProviderError> {
     Ok(match text {
-        "end_turn" | "stop_sequence" | "pause_turn" => FinishReason::Stop,
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        // An unfinished turn is not a whole answer.
+        "pause_turn" => FinishReason::Other("pause_turn".into()),
         "max_tokens" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => return Err(ProviderError::ContentFilter),

@@ -64,10 +64,11 @@ pub async fn body_until(
 /// Maps a transport error to its kind.
 pub fn map_error(error: &reqwest::Error, started: Instant) -> ProviderError {
     let message = describe(error);
-    if error.is_timeout() {
-        ProviderError::Timeout(started.elapsed())
-    } else if error.is_connect() {
+    // A connect timeout is a connect failure (reqwest flags it as both).
+    if error.is_connect() {
         ProviderError::Connect(message)
+    } else if error.is_timeout() {
+        ProviderError::Timeout(started.elapsed())
     } else if error.is_decode() {
         ProviderError::Malformed(message)
     } else {
@@ -99,16 +100,24 @@ fn describe(error: &reqwest::Error) -> String {
 /// `Retry-After` in seconds, or OpenAI's `retry-after-ms`. HTTP-date values
 /// are ignored (no LLM API sends them): the caller then fails over at once.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) =
-        header_str(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    // Upstream text: anything not a sane number of seconds is ignored
+    // rather than trusted (`inf`, `1e20` would overflow a Duration).
+    let seconds = |text: &str, scale: f64| {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .and_then(|v| Duration::try_from_secs_f64(v / scale).ok())
+            .map(|d| d.min(MAX_RETRY_AFTER))
+    };
+    if let Some(wait) = header_str(headers, "retry-after-ms").and_then(|v| seconds(v, 1000.0)) {
+        return Some(wait);
     }
-    header_str(headers, "retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    header_str(headers, "retry-after").and_then(|v| seconds(v, 1.0))
 }
+
+/// No upstream gets to make Baton wait longer than this, whatever it says.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -193,5 +202,10 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&dated), None);
+        let mut absurd = HeaderMap::new();
+        absurd.insert("retry-after-ms", "inf".parse().unwrap());
+        assert_eq!(retry_after(&absurd), None);
+        absurd.insert("retry-after", "1e20".parse().unwrap());
+        assert_eq!(retry_after(&absurd), Some(MAX_RETRY_AFTER));
     }
 }

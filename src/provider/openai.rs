@@ -312,6 +312,8 @@ pub(crate) fn parse_completion(
 
 #[derive(Deserialize)]
 struct Chunk {
+    /// vLLM and OpenRouter report a failure inside the stream this way.
+    error: Option<ErrorDetail>,
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -375,6 +377,17 @@ impl Decoder for ChunkDecoder {
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
             ProviderError::Malformed(format!("stream chunk is not valid JSON: {e}"))
         })?;
+        if let Some(error) = chunk.error {
+            let message = error.message.unwrap_or_else(|| "error in stream".into());
+            if message.contains("maximum context length") {
+                return Err(ProviderError::ContextLength(message));
+            }
+            return Err(ProviderError::Status {
+                status: 500,
+                retry_after: None,
+                message: format!("error in stream: {message}"),
+            });
+        }
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.model = model;
         }
@@ -398,10 +411,20 @@ impl Decoder for ChunkDecoder {
             }
             if let Some(reason) = choice.finish_reason {
                 let reason = finish_reason(&reason);
-                if reason == FinishReason::ContentFilter {
-                    return Err(ProviderError::ContentFilter);
+                match reason {
+                    FinishReason::ContentFilter => return Err(ProviderError::ContentFilter),
+                    // OpenRouter ends a failed generation this way: a
+                    // failure, not a short answer.
+                    FinishReason::Other(ref other) if other == "error" => {
+                        return Err(ProviderError::Status {
+                            status: 502,
+                            retry_after: None,
+                            message: "the upstream model failed mid-stream (finish_reason: error)"
+                                .into(),
+                        });
+                    }
+                    _ => self.finish = Some(reason),
                 }
-                self.finish = Some(reason);
             }
         }
         Ok(false)
@@ -484,6 +507,25 @@ mod tests {
                 request_id: Some("c1".into()),
                 model: "m".into(),
             }
+        );
+    }
+
+    #[test]
+    fn errors_inside_a_stream_are_failures_not_short_answers() {
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        let error = SseEvent {
+            event: None,
+            data: r#"{"error":{"message":"engine crashed","type":"server_error"}}"#.into(),
+        };
+        assert_eq!(decoder.decode(&error, &mut out).unwrap_err().label(), "5xx");
+        let finished = SseEvent {
+            event: None,
+            data: r#"{"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}"#.into(),
+        };
+        assert_eq!(
+            decoder.decode(&finished, &mut out).unwrap_err().label(),
+            "5xx"
         );
     }
 

@@ -129,8 +129,17 @@ impl<D: Decoder> Driver<D> {
                 }
             }
         }
+        if self.parser.overflowed() {
+            self.queue.push_back(Err(ProviderError::Malformed(format!(
+                "stream event larger than {MAX_EVENT_BYTES} bytes"
+            ))));
+            self.finished = true;
+        }
     }
 }
+
+/// The largest event (or unfinished line) accepted.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -150,6 +159,12 @@ pub struct SseParser {
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the unfinished line or event is past [`MAX_EVENT_BYTES`]:
+    /// an upstream sending an endless line is broken, not slow.
+    pub fn overflowed(&self) -> bool {
+        self.buffer.len() + self.current.data.len() > MAX_EVENT_BYTES
     }
 
     /// Adds bytes and returns the events they complete.

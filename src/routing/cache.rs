@@ -113,6 +113,12 @@ impl ResponseCache {
             },
         );
         inner.order.push_back((key, now));
+        // A key stored again leaves its older order record behind; drop
+        // those once they outnumber the entries, so the queue stays bounded.
+        if inner.order.len() > 2 * self.max_entries {
+            let Inner { entries, order } = &mut *inner;
+            order.retain(|(k, stored)| entries.get(k).is_some_and(|e| e.stored == *stored));
+        }
         while inner.entries.len() > self.max_entries {
             let Some((old, stored)) = inner.order.pop_front() else {
                 break;

@@ -35,8 +35,9 @@
 //! broken output contract is never asked again within the request: the
 //! next provider may judge the same prompt differently. Timeouts and cut
 //! streams also move on rather than retry: a timeout has already spent a
-//! whole attempt's deadline on a slow provider, and a cut stream continues
-//! from its partial answer on the next provider (DESIGN.md).
+//! whole attempt's deadline on a slow provider, and a cut stream is better
+//! continued on the next provider (a streaming caller replays the partial
+//! answer there; a complete answer is asked for again from the start).
 //!
 //! Every provider passed over is recorded with its reason in a fixed-size
 //! [`SkipTrace`], so the request's trace can say why it went where it went.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot};
+use super::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
 use super::budget::{RetryBudget, RetryBudgetPolicy};
 use super::decision::{BreakerGate, Capabilities, DomainId, ProviderSnapshot};
 use crate::config::{Config, Provider, ProviderId, ProviderKind};
@@ -69,6 +69,8 @@ struct Recent {
 #[derive(Debug)]
 pub struct InFlight<'a> {
     handle: &'a ProviderHandle,
+    /// Whether the breaker admitted this attempt as a half-open trial.
+    trial: bool,
     finished: bool,
 }
 
@@ -76,14 +78,14 @@ impl InFlight<'_> {
     /// Records the attempt's outcome (see [`ProviderHandle::record`]).
     pub fn finish(mut self, now: Instant, latency: Duration, outcome: Result<(), &ProviderError>) {
         self.finished = true;
-        self.handle.record(now, latency, outcome);
+        self.handle.record(now, latency, outcome, self.trial);
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !self.finished {
+        if !self.finished && self.trial {
             self.handle.abandon(Instant::now());
         }
     }
@@ -159,20 +161,36 @@ impl ProviderHandle {
         lock(&self.breaker).admit(now)
     }
 
-    /// Counts an attempt as started; the guard ends it.
-    pub fn begin(&self, now: Instant) -> InFlight<'_> {
+    /// Counts an attempt the breaker admitted as started; the guard ends it.
+    pub fn begin(&self, now: Instant, admission: Admission) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut recent = lock(&self.recent);
         prune(&mut recent.starts, now);
         recent.starts.push_back(now);
         InFlight {
             handle: self,
+            trial: admission == Admission::Trial,
             finished: false,
         }
     }
 
     /// Records an attempt's outcome for the breaker and the latency window.
-    pub fn record(&self, now: Instant, latency: Duration, outcome: Result<(), &ProviderError>) {
+    /// Only a trial's outcome decides a half-open breaker: an attempt
+    /// admitted earlier, while it was closed, says nothing about now.
+    pub fn record(
+        &self,
+        now: Instant,
+        latency: Duration,
+        outcome: Result<(), &ProviderError>,
+        trial: bool,
+    ) {
+        let breaker_listens = {
+            let breaker = lock(&self.breaker);
+            trial || breaker.state(now) == BreakerState::Closed
+        };
+        if !breaker_listens {
+            return;
+        }
         match outcome {
             Ok(()) => {
                 lock(&self.breaker).record_success(now);

@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
+use super::breaker::Admission;
 use super::cache::{Fingerprint, ResponseCache};
 use super::decision::{
     AttemptState, Capabilities, Decision, DomainSet, ErrorKind, FinalFallback, MAX_CHAIN, Reason,
@@ -37,6 +38,9 @@ use crate::provider::{
 };
 use crate::swarm::{Capability, RouteName};
 use crate::trace::TraceId;
+
+/// Less time than this left is not worth an upstream attempt.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(20);
 
 /// Why a router could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -220,8 +224,13 @@ fn fails_over(route: &Route, error: &ProviderError) -> bool {
         ProviderError::PrefillRejected(_)
         | ProviderError::MissingKey(_)
         | ProviderError::Unavailable(_) => true,
-        // A redirect is the provider's misconfiguration, never followed.
-        ProviderError::Status { status, .. } if *status < 400 => true,
+        // A redirect, a refused key or an unknown model is the provider's
+        // configuration fault, not the request's: the next one may serve.
+        ProviderError::Status { status, .. }
+            if *status < 400 || matches!(*status, 401 | 403 | 404) =>
+        {
+            true
+        }
         _ => match trigger_of(error) {
             Some(trigger) => route.fallback_on.contains(&trigger),
             None => error
@@ -335,6 +344,11 @@ impl Router {
                     .iter()
                     .map(|&i| self.pool.get(i).snapshot(i as u16, now)),
             );
+            // An attempt needs a little time to be worth starting; with
+            // less, go to the (local, quick) final fallbacks.
+            if state.remaining < MIN_ATTEMPT_TIME {
+                state.remaining = Duration::ZERO;
+            }
             let routed = decide(&snapshots, &policy, &state);
             for (position, reason) in routed.skipped.iter() {
                 tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
@@ -460,20 +474,22 @@ impl Router {
                         attempts,
                     });
                 }
-                Err((error, failed_position)) => {
-                    if !fails_over(&route.spec, &error) {
-                        return Err(RouteError::Refused {
-                            trace_id: request.trace_id,
-                            provider: self
-                                .pool
-                                .get(route.chain[usize::from(failed_position)])
-                                .id()
-                                .clone(),
-                            error,
-                            attempts,
-                        });
+                Err(failures) => {
+                    for (error, failed_position) in failures {
+                        if !fails_over(&route.spec, &error) {
+                            return Err(RouteError::Refused {
+                                trace_id: request.trace_id,
+                                provider: self
+                                    .pool
+                                    .get(route.chain[usize::from(failed_position)])
+                                    .id()
+                                    .clone(),
+                                error,
+                                attempts,
+                            });
+                        }
+                        state.record_failure(failed_position, ErrorKind::from(&error));
                     }
-                    state.record_failure(failed_position, ErrorKind::from(&error));
                 }
             }
         }
@@ -496,7 +512,7 @@ impl Router {
         started: Instant,
         total_end: Instant,
         attempts: &mut Vec<AttemptRecord>,
-    ) -> Result<(ChatResponse, u8), (ProviderError, u8)> {
+    ) -> Result<(ChatResponse, u8), Vec<(ProviderError, u8)>> {
         let handle = self.pool.get(route.chain[usize::from(position)]);
         let hedge_after = match route.spec.hedge {
             _ if reason == AttemptReason::Retry => None,
@@ -508,13 +524,15 @@ impl Router {
         let Some(delay) = hedge_after else {
             let (record, result) = primary.await;
             attempts.push(record);
-            return result.map(|r| (r, position)).map_err(|e| (e, position));
+            return result
+                .map(|r| (r, position))
+                .map_err(|e| vec![(e, position)]);
         };
         tokio::pin!(primary);
         tokio::select! {
             (record, result) = &mut primary => {
                 attempts.push(record);
-                return result.map(|r| (r, position)).map_err(|e| (e, position));
+                return result.map(|r| (r, position)).map_err(|e| vec![(e, position)]);
             }
             _ = tokio::time::sleep(delay) => {}
         }
@@ -533,7 +551,9 @@ impl Router {
         }) else {
             let (record, result) = primary.await;
             attempts.push(record);
-            return result.map(|r| (r, position)).map_err(|e| (e, position));
+            return result
+                .map(|r| (r, position))
+                .map_err(|e| vec![(e, position)]);
         };
         let second_handle = self.pool.get(route.chain[usize::from(second)]);
         tracing::info!(trace = %request.trace_id, from = %handle.id(), to = %second_handle.id(), ?delay, "hedging");
@@ -556,10 +576,10 @@ impl Router {
                         attempts.push(cancelled(second_handle, AttemptReason::Hedge, started));
                         Ok((response, position))
                     }
-                    Err(_) => {
+                    Err(first) => {
                         let (record, result) = hedge.await;
                         attempts.push(record);
-                        result.map(|r| (r, second)).map_err(|e| (e, second))
+                        result.map(|r| (r, second)).map_err(|e| vec![(first, position), (e, second)])
                     }
                 }
             }
@@ -570,10 +590,10 @@ impl Router {
                         attempts.push(cancelled(handle, reason, started));
                         Ok((response, second))
                     }
-                    Err(_) => {
+                    Err(first) => {
                         let (record, result) = primary.await;
                         attempts.push(record);
-                        result.map(|r| (r, position)).map_err(|e| (e, position))
+                        result.map(|r| (r, position)).map_err(|e| vec![(first, second), (e, position)])
                     }
                 }
             }
@@ -596,7 +616,25 @@ impl Router {
             end: (begin + route.spec.deadlines.attempt).min(total_end),
         };
         let admission = handle.admit(begin);
-        let guard = handle.begin(begin);
+        if let Admission::Rejected { .. } = admission {
+            // Another request took the half-open trial between the snapshot
+            // and now: this provider is not called, and nothing is charged
+            // to its health.
+            let error = ProviderError::Unavailable("circuit breaker open".into());
+            let record = AttemptRecord {
+                provider: handle.id().clone(),
+                reason,
+                started: begin.saturating_duration_since(started),
+                latency: Duration::ZERO,
+                error: Some((error.label().to_owned(), error.to_string())),
+                status: None,
+                usage: None,
+                cancelled: false,
+            };
+            return (record, Err(error));
+        }
+        let capped_by_total = begin + route.spec.deadlines.attempt > total_end;
+        let guard = handle.begin(begin, admission);
         // Always stream from the upstream, even for a complete answer: only
         // a stream shows when the first token arrives, so a provider that
         // accepts and then stalls is caught at the first-token deadline.
@@ -605,7 +643,17 @@ impl Router {
             Err(error) => Err(error),
         };
         let latency = begin.elapsed();
-        guard.finish(Instant::now(), latency, result.as_ref().map(|_| ()));
+        let timed_out = matches!(
+            result,
+            Err(ProviderError::Timeout(_) | ProviderError::FirstTokenTimeout(_))
+        );
+        if capped_by_total && timed_out {
+            // The request's own deadline cut this attempt short: that says
+            // nothing about the provider, so its breaker is not charged.
+            drop(guard);
+        } else {
+            guard.finish(Instant::now(), latency, result.as_ref().map(|_| ()));
+        }
         tracing::debug!(trace = %request.trace_id, provider = %handle.id(), ?admission, ?latency, ok = result.is_ok(), "attempt");
         let record = AttemptRecord {
             provider: handle.id().clone(),
