@@ -458,6 +458,47 @@ async fn the_breaker_opens_after_the_threshold_and_closes_through_half_open() {
 }
 
 #[tokio::test]
+async fn a_half_open_breaker_lets_exactly_one_trial_through_under_concurrency() {
+    let flaky = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let backup = healthy().await;
+    let config = config(
+        &[up("flaky", &flaky), up("backup", &backup)],
+        "",
+        "[breaker]\nconsecutive_failures = 2\nbase_ejection = \"300ms\"\nhalf_open_trials = 1\n",
+    );
+    let router = Arc::new(router(&config));
+    for i in 0..2 {
+        router.complete(ask(&format!("open {i}"))).await.unwrap();
+    }
+    assert_eq!(flaky.stats().requests, 2);
+    // Recovering slowly: the trial is still in flight when the others come.
+    flaky.set_script(
+        Script::from_toml("[server]\nlatency = \"300ms\"\n", Path::new("slow.toml")).unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let router = router.clone();
+        tasks.push(tokio::spawn(async move {
+            router.complete(ask(&format!("concurrent {i}"))).await
+        }));
+    }
+    let mut by_flaky = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap().unwrap();
+        if served_by(&outcome) == "flaky" {
+            by_flaky += 1;
+        }
+    }
+    assert_eq!(
+        flaky.stats().requests,
+        3,
+        "exactly one trial reached the half-open provider"
+    );
+    assert_eq!(by_flaky, 1);
+}
+
+#[tokio::test]
 async fn a_dead_route_answers_from_cache_then_extractive_then_fails_with_the_trace_id() {
     let only = healthy().await;
     let config = config(
