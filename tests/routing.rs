@@ -331,6 +331,60 @@ async fn the_total_deadline_caps_attempts_and_back_offs() {
 }
 
 #[tokio::test]
+async fn the_total_deadline_includes_back_offs_between_retries() {
+    let down = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let config = config(
+        &[up("down", &down)],
+        "total_timeout = \"1s\"\nretries = 10\nbackoff_base = \"400ms\"\nbackoff_max = \"400ms\"",
+        "[budget]\nmin_per_second = 100\n",
+    );
+    let started = Instant::now();
+    let error = router(&config)
+        .complete(ask("still there"))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(error, RouteError::Exhausted { .. }), "{error}");
+    assert!(elapsed < Duration::from_millis(1300), "took {elapsed:?}");
+    // Back-offs of up to 400 ms within 1 s leave room for a few tries only.
+    let tries = down.stats().requests;
+    assert!((2..=10).contains(&tries), "{tries} tries");
+}
+
+#[tokio::test]
+async fn hedging_after_the_primarys_p95_latency() {
+    let primary = healthy().await;
+    let fast = healthy().await;
+    let config = config(
+        &[up("primary", &primary), up("fast", &fast)],
+        "hedge = \"p95\"",
+        "",
+    );
+    let router = router(&config);
+    // Some history: the primary's p95 is a few milliseconds.
+    for i in 0..8 {
+        let outcome = router.complete(ask(&format!("warm {i}"))).await.unwrap();
+        assert_eq!(served_by(&outcome), "primary");
+    }
+    primary.set_script(
+        Script::from_toml("[server]\nlatency = \"2s\"\n", Path::new("slow.toml")).unwrap(),
+    );
+    let started = Instant::now();
+    let outcome = router.complete(ask("now slow")).await.unwrap();
+    assert_eq!(served_by(&outcome), "fast");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "hedged long before the 2 s answer"
+    );
+    assert!(
+        outcome
+            .attempts
+            .iter()
+            .any(|a| a.reason == AttemptReason::Hedge)
+    );
+}
+
+#[tokio::test]
 async fn hedging_sends_a_second_request_after_the_delay_and_cancels_the_loser() {
     let slow = mock("[server]\nlatency = \"3s\"\n").await;
     let fast = healthy().await;
