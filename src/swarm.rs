@@ -6,6 +6,8 @@
 //! Agent-requested rules are the one thing decided per request (they attach
 //! when a request matches their description), so agents list them apart.
 
+pub mod classify;
+
 use std::fmt;
 use std::path::PathBuf;
 

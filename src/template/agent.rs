@@ -16,8 +16,11 @@ use super::frontmatter::{self, Document};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::swarm::{Capability, Role, Stakes};
 
-/// Fields Claude Code gives meaning to that Baton keeps but does not use.
+/// Fields kept quietly in `extra`: Claude Code's that Baton does not use,
+/// and Baton's own that are read where they are used.
 const CLAUDE_CODE_FIELDS: &[&str] = &[
+    // Baton's own, read where it is used (the supervisor's classifier).
+    "default_worker",
     "color",
     "permissionMode",
     "disallowedTools",

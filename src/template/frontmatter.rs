@@ -108,6 +108,7 @@ const KNOWN_KEYS: &[&str] = &[
     "output_schema",
     "delegates",
     "rules",
+    "default_worker",
 ];
 
 /// Fields whose plain-text reading is the documented form, not a slip.
