@@ -189,6 +189,18 @@ struct CompiledRoute {
     backoff: Backoff,
 }
 
+/// The next step of a request's walk along its chain.
+enum Step {
+    /// Ask again (the budget refused a retry; the decision changes).
+    Again,
+    Attempt {
+        position: u8,
+        reason: AttemptReason,
+    },
+    Fallback(FinalFallback),
+    Exhausted,
+}
+
 /// Routes requests over the provider pool.
 #[derive(Debug)]
 pub struct Router {
@@ -318,6 +330,86 @@ impl Router {
         backoff.delay(retry, &mut *rng)
     }
 
+    /// Decides the request's next step and pays for it: the budget for a
+    /// retry (then its back-off or the provider's Retry-After), a deposit
+    /// for a first attempt on a provider. Shared by the whole and the
+    /// streaming walk.
+    async fn next_step(
+        &self,
+        route: &CompiledRoute,
+        request: &RouteRequest,
+        policy: &RoutePolicy,
+        state: &mut AttemptState,
+        snapshots: &mut Vec<super::decision::ProviderSnapshot>,
+        total_end: Instant,
+    ) -> Step {
+        let now = Instant::now();
+        state.remaining = total_end.saturating_duration_since(now);
+        snapshots.clear();
+        snapshots.extend(
+            route
+                .chain
+                .iter()
+                .map(|&i| self.pool.get(i).snapshot(i as u16, now)),
+        );
+        // An attempt needs a little time to be worth starting; with less,
+        // go to the (local, quick) final fallbacks.
+        if state.remaining < MIN_ATTEMPT_TIME {
+            state.remaining = Duration::ZERO;
+        }
+        let routed = decide(snapshots, policy, state);
+        for (position, reason) in routed.skipped.iter() {
+            tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
+        }
+        match routed.decision {
+            Decision::Attempt { position, reason } => {
+                let handle = self.pool.get(route.chain[usize::from(position)]);
+                let reason = match reason {
+                    Reason::Primary => AttemptReason::Primary,
+                    Reason::SpillOver { .. } => AttemptReason::SpillOver,
+                    Reason::Failover { .. } => AttemptReason::Failover,
+                    Reason::Retry => AttemptReason::Retry,
+                };
+                if reason == AttemptReason::Retry {
+                    if !handle.budget.try_withdraw(now) {
+                        state.budget_available = false;
+                        return Step::Again;
+                    }
+                    let retry = u32::from(
+                        state.positions[usize::from(position)]
+                            .attempts
+                            .saturating_sub(1),
+                    );
+                    let wait = self.jitter(&route.backoff, retry).min(state.remaining);
+                    tokio::time::sleep(wait).await;
+                } else {
+                    // A request's first attempt on a provider pays in.
+                    handle.budget.deposit(now);
+                }
+                state.budget_available = true;
+                Step::Attempt { position, reason }
+            }
+            Decision::RetryAfter { position, wait } => {
+                let handle = self.pool.get(route.chain[usize::from(position)]);
+                if !handle.budget.try_withdraw(now) {
+                    state.budget_available = false;
+                    return Step::Again;
+                }
+                tokio::time::sleep(wait).await;
+                state.budget_available = true;
+                Step::Attempt {
+                    position,
+                    reason: AttemptReason::Retry,
+                }
+            }
+            Decision::FinalFallback(fallback) => {
+                state.record_fallback(fallback);
+                Step::Fallback(fallback)
+            }
+            Decision::Exhausted => Step::Exhausted,
+        }
+    }
+
     /// Routes one request to a complete answer.
     pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
         let route = self
@@ -336,61 +428,20 @@ impl Router {
 
         loop {
             let now = Instant::now();
-            state.remaining = total_end.saturating_duration_since(now);
-            snapshots.clear();
-            snapshots.extend(
-                route
-                    .chain
-                    .iter()
-                    .map(|&i| self.pool.get(i).snapshot(i as u16, now)),
-            );
-            // An attempt needs a little time to be worth starting; with
-            // less, go to the (local, quick) final fallbacks.
-            if state.remaining < MIN_ATTEMPT_TIME {
-                state.remaining = Duration::ZERO;
-            }
-            let routed = decide(&snapshots, &policy, &state);
-            for (position, reason) in routed.skipped.iter() {
-                tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
-            }
-            let (position, attempt_reason) = match routed.decision {
-                Decision::Attempt { position, reason } => {
-                    let handle = self.pool.get(route.chain[usize::from(position)]);
-                    let attempt_reason = match reason {
-                        Reason::Primary => AttemptReason::Primary,
-                        Reason::SpillOver { .. } => AttemptReason::SpillOver,
-                        Reason::Failover { .. } => AttemptReason::Failover,
-                        Reason::Retry => AttemptReason::Retry,
-                    };
-                    if attempt_reason == AttemptReason::Retry {
-                        if !handle.budget.try_withdraw(now) {
-                            state.budget_available = false;
-                            continue;
-                        }
-                        let retry = u32::from(
-                            state.positions[usize::from(position)]
-                                .attempts
-                                .saturating_sub(1),
-                        );
-                        let wait = self.jitter(&route.backoff, retry).min(state.remaining);
-                        tokio::time::sleep(wait).await;
-                    } else {
-                        // A request's first attempt on a provider pays in.
-                        handle.budget.deposit(now);
-                    }
-                    (position, attempt_reason)
-                }
-                Decision::RetryAfter { position, wait } => {
-                    let handle = self.pool.get(route.chain[usize::from(position)]);
-                    if !handle.budget.try_withdraw(now) {
-                        state.budget_available = false;
-                        continue;
-                    }
-                    tokio::time::sleep(wait).await;
-                    (position, AttemptReason::Retry)
-                }
-                Decision::FinalFallback(fallback) => {
-                    state.record_fallback(fallback);
+            let (position, attempt_reason) = match self
+                .next_step(
+                    route,
+                    &request,
+                    &policy,
+                    &mut state,
+                    &mut snapshots,
+                    total_end,
+                )
+                .await
+            {
+                Step::Again => continue,
+                Step::Attempt { position, reason } => (position, reason),
+                Step::Fallback(fallback) => {
                     match fallback {
                         FinalFallback::Cache => {
                             if let Some(cached) = self.cache.get(&fingerprint, now) {
@@ -434,7 +485,7 @@ impl Router {
                     }
                     continue;
                 }
-                Decision::Exhausted => {
+                Step::Exhausted => {
                     return Err(RouteError::Exhausted {
                         trace_id: request.trace_id,
                         route: request.route.clone(),
@@ -442,7 +493,6 @@ impl Router {
                     });
                 }
             };
-            state.budget_available = true;
             let result = self
                 .attempt_hedged(
                     route,
