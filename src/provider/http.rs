@@ -107,8 +107,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
-            .and_then(|v| Duration::try_from_secs_f64(v / scale).ok())
-            .map(|d| d.min(MAX_RETRY_AFTER))
+            .map(|v| (v / scale).min(MAX_RETRY_AFTER.as_secs_f64()))
+            .and_then(|v| Duration::try_from_secs_f64(v).ok())
     };
     if let Some(wait) = header_str(headers, "retry-after-ms").and_then(|v| seconds(v, 1000.0)) {
         return Some(wait);

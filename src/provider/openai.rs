@@ -202,6 +202,10 @@ pub(crate) fn error_from(
             message,
         };
     }
+    // Compatible servers that refuse a trailing assistant message say so.
+    if status == 400 && message.to_lowercase().contains("prefill") {
+        return ProviderError::PrefillRejected(message);
+    }
     let message = if kind.is_empty() {
         message
     } else {

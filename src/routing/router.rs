@@ -15,6 +15,8 @@
 //! trace id. A failure the route does not fail over on (by default a plain
 //! 4xx: the request itself is wrong) is returned at once.
 
+mod stream;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,509 @@
+//! Streaming through the router, with mid-stream failover.
+//!
+//! [`Router::stream_to`] walks the chain like [`Router::complete`] but
+//! forwards text to the caller as it arrives. When a provider dies after
+//! some text went out, the next provider is asked to continue it: the
+//! request is sent again with the text so far as a trailing assistant
+//! message (a prefill), and the caller sees one continuous answer. Two ways
+//! providers differ are handled:
+//! - a provider that refuses a prefill (HTTP 400) is asked once more, on
+//!   the spot, without it, and its answer is trimmed of the text already
+//!   sent when it starts with it;
+//! - a provider that restarts from the beginning instead of continuing is
+//!   trimmed the same way: the first bytes of every continuation are held
+//!   back until they can be compared with what was sent.
+//!
+//! Tool calls are never spliced: their parts are held until the stream
+//! finishes, so a stream cut inside a tool call sends nothing of it and the
+//! next provider is asked for the whole call.
+//!
+//! Limits, by nature: a continuation is written by another model, whose
+//! style may differ; a provider that neither continues nor restarts word
+//! for word (it paraphrases) cannot be trimmed, and its text follows what
+//! was sent.
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{
+    AttemptReason, AttemptRecord, FinalFallback, Fingerprint, Outcome, RouteError, RouteRequest,
+    Router, ServedBy, Step, fails_over,
+};
+use crate::provider::{
+    AttemptDeadline, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, StreamEvent,
+    ToolCall,
+};
+use crate::routing::decision::{AttemptState, ErrorKind};
+
+/// What the caller has been sent so far, and how to join what comes next.
+#[derive(Debug, Default)]
+struct Splice {
+    /// Text already forwarded.
+    sent: String,
+}
+
+impl Splice {
+    /// The request for the next attempt: a prefill with the text so far,
+    /// unless nothing was sent or `prefill` is off.
+    fn request(&self, original: &ChatRequest, prefill: bool) -> ChatRequest {
+        let mut request = original.clone();
+        if prefill && !self.sent.is_empty() {
+            // The Anthropic API refuses trailing whitespace in a prefill;
+            // the caller already has it, so the continuation needs none.
+            request
+                .messages
+                .push(Message::assistant(self.sent.trim_end()));
+        }
+        request
+    }
+}
+
+/// Joins one attempt's text onto what was sent.
+struct Joiner<'a> {
+    splice: &'a mut Splice,
+    /// Text of this attempt held back until it can be compared with `sent`.
+    held: String,
+    /// Whether the comparison is done and text now flows through.
+    flowing: bool,
+    /// Text this attempt forwarded.
+    forwarded: String,
+}
+
+impl<'a> Joiner<'a> {
+    fn new(splice: &'a mut Splice) -> Self {
+        let flowing = splice.sent.is_empty();
+        Self {
+            splice,
+            held: String::new(),
+            flowing,
+            forwarded: String::new(),
+        }
+    }
+
+    /// Takes a delta; returns the text to forward now.
+    fn push(&mut self, delta: &str) -> String {
+        if self.flowing {
+            return self.forward(delta.to_owned());
+        }
+        self.held.push_str(delta);
+        if self.held.len() < self.splice.sent.len()
+            && self.splice.sent.starts_with(self.held.as_str())
+        {
+            // Still possibly a restart from the beginning: keep holding.
+            return String::new();
+        }
+        self.release()
+    }
+
+    /// Ends the hold: drops a repeated beginning, joins whitespace.
+    fn release(&mut self) -> String {
+        self.flowing = true;
+        let held = std::mem::take(&mut self.held);
+        let text = match held.strip_prefix(self.splice.sent.as_str()) {
+            // The provider restarted from the beginning: skip what was sent.
+            Some(rest) => rest.to_owned(),
+            None if held.len() < self.splice.sent.len()
+                && self.splice.sent.starts_with(held.as_str()) =>
+            {
+                String::new()
+            }
+            None => {
+                // A continuation. The caller already has the whitespace
+                // that ended the text so far.
+                if self.splice.sent.ends_with(char::is_whitespace) {
+                    held.trim_start().to_owned()
+                } else {
+                    held
+                }
+            }
+        };
+        self.forward(text)
+    }
+
+    fn forward(&mut self, text: String) -> String {
+        self.splice.sent.push_str(&text);
+        self.forwarded.push_str(&text);
+        text
+    }
+}
+
+impl Router {
+    /// Routes one request, sending its answer to `sink` as it arrives (text
+    /// deltas, whole tool calls, then `Finished`), and returns the outcome
+    /// with the whole text. A caller that hangs up (drops the receiver)
+    /// ends the upstream call.
+    pub async fn stream_to(
+        &self,
+        request: RouteRequest,
+        sink: mpsc::Sender<StreamEvent>,
+    ) -> Result<Outcome, RouteError> {
+        let route = self
+            .routes
+            .get(&request.route)
+            .ok_or_else(|| RouteError::UnknownRoute(request.route.clone()))?;
+        let started = Instant::now();
+        let total_end = started + route.spec.deadlines.total;
+        let fingerprint = Fingerprint::of(&request.scope, &request.route, &request.request);
+        let mut policy = route.policy;
+        policy.required = request.required.iter().copied().collect();
+        let mut state = AttemptState::new(route.spec.deadlines.total);
+        let mut attempts: Vec<AttemptRecord> = Vec::new();
+        let mut snapshots = Vec::with_capacity(route.chain.len());
+        let first_choice = route.chain.first().copied();
+        let mut splice = Splice::default();
+
+        loop {
+            let (position, reason) = match self
+                .next_step(
+                    route,
+                    &request,
+                    &policy,
+                    &mut state,
+                    &mut snapshots,
+                    total_end,
+                )
+                .await
+            {
+                Step::Again => continue,
+                Step::Attempt { position, reason } => (position, reason),
+                Step::Fallback(fallback) => {
+                    let answer = match fallback {
+                        FinalFallback::Cache => self
+                            .cache
+                            .get(&fingerprint, Instant::now())
+                            .map(|c| (c.response, ServedBy::Cache { age: c.age })),
+                        FinalFallback::Local => None,
+                        FinalFallback::Extractive => match &request.extractive {
+                            Some(extractive) => {
+                                let deadline = AttemptDeadline::new(
+                                    std::time::Duration::from_secs(5),
+                                    std::time::Duration::from_secs(5),
+                                );
+                                extractive
+                                    .complete(&request.request, deadline)
+                                    .await
+                                    .ok()
+                                    .map(|r| (r, ServedBy::Extractive))
+                            }
+                            None => None,
+                        },
+                    };
+                    if let Some((mut response, served_by)) = answer {
+                        let mut joiner = Joiner::new(&mut splice);
+                        let mut text = joiner.push(&response.text);
+                        if !joiner.flowing {
+                            text.push_str(&joiner.release());
+                        }
+                        send_whole(&sink, &text, &response).await;
+                        response.text = splice.sent.clone();
+                        return Ok(Outcome {
+                            trace_id: request.trace_id,
+                            refusal: response.finish_reason == FinishReason::NoAnswer,
+                            response,
+                            served_by,
+                            fallback: true,
+                            degraded: true,
+                            attempts,
+                        });
+                    }
+                    continue;
+                }
+                Step::Exhausted => {
+                    return Err(RouteError::Exhausted {
+                        trace_id: request.trace_id,
+                        route: request.route.clone(),
+                        attempts,
+                    });
+                }
+            };
+            let index = route.chain[usize::from(position)];
+            let handle = self.pool.get(index);
+            let mut result = self
+                .stream_attempt(
+                    handle,
+                    &request,
+                    route,
+                    reason,
+                    started,
+                    total_end,
+                    &mut splice,
+                    true,
+                    &sink,
+                )
+                .await;
+            if let (_, Err(ProviderError::PrefillRejected(_))) = &result {
+                // This provider cannot continue a prefill: ask it again for
+                // the whole answer and trim what was already sent.
+                attempts.push(result.0);
+                result = self
+                    .stream_attempt(
+                        handle,
+                        &request,
+                        route,
+                        reason,
+                        started,
+                        total_end,
+                        &mut splice,
+                        false,
+                        &sink,
+                    )
+                    .await;
+            }
+            let (record, outcome) = result;
+            attempts.push(record);
+            match outcome {
+                Ok(mut response) => {
+                    response.text = splice.sent.clone();
+                    self.cache
+                        .put(fingerprint, response.clone(), Instant::now());
+                    return Ok(Outcome {
+                        trace_id: request.trace_id,
+                        refusal: false,
+                        response,
+                        served_by: ServedBy::Provider {
+                            id: handle.id().clone(),
+                        },
+                        fallback: Some(index) != first_choice,
+                        degraded: false,
+                        attempts,
+                    });
+                }
+                Err(error) => {
+                    if sink.is_closed() {
+                        // The caller hung up: nobody is left to answer.
+                        return Err(RouteError::Exhausted {
+                            trace_id: request.trace_id,
+                            route: request.route.clone(),
+                            attempts,
+                        });
+                    }
+                    if !fails_over(&route.spec, &error) {
+                        return Err(RouteError::Refused {
+                            trace_id: request.trace_id,
+                            provider: handle.id().clone(),
+                            error,
+                            attempts,
+                        });
+                    }
+                    state.record_failure(position, ErrorKind::from(&error));
+                }
+            }
+        }
+    }
+
+    /// One streamed attempt, forwarding joined text to `sink`.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_attempt(
+        &self,
+        handle: &crate::routing::pool::ProviderHandle,
+        request: &RouteRequest,
+        route: &super::CompiledRoute,
+        reason: AttemptReason,
+        started: Instant,
+        total_end: Instant,
+        splice: &mut Splice,
+        prefill: bool,
+        sink: &mpsc::Sender<StreamEvent>,
+    ) -> (AttemptRecord, Result<ChatResponse, ProviderError>) {
+        use futures_util::StreamExt;
+        let begin = Instant::now();
+        let deadline = AttemptDeadline {
+            first_token: route.spec.deadlines.first_token,
+            end: (begin + route.spec.deadlines.attempt).min(total_end),
+        };
+        let admission = handle.admit(begin);
+        let record = |latency, error: Option<&ProviderError>, usage| AttemptRecord {
+            provider: handle.id().clone(),
+            reason,
+            started: begin.saturating_duration_since(started),
+            latency,
+            error: error.map(|e| (e.label().to_owned(), e.to_string())),
+            status: error.and_then(ProviderError::status),
+            usage,
+            cancelled: false,
+        };
+        if let crate::routing::breaker::Admission::Rejected { .. } = admission {
+            let error = ProviderError::Unavailable("circuit breaker open".into());
+            return (
+                record(std::time::Duration::ZERO, Some(&error), None),
+                Err(error),
+            );
+        }
+        let guard = handle.begin(begin, admission);
+        let upstream = splice.request(&request.request, prefill);
+        let mut joiner = Joiner::new(splice);
+        let mut calls: Vec<ToolCall> = Vec::new();
+        let result: Result<ChatResponse, ProviderError> = async {
+            let mut stream = handle.backend.stream(&upstream, deadline).await?;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    StreamEvent::Delta(delta) => {
+                        let text = joiner.push(&delta);
+                        if !text.is_empty() && sink.send(StreamEvent::Delta(text)).await.is_err() {
+                            return Err(ProviderError::Unavailable("the caller hung up".into()));
+                        }
+                    }
+                    StreamEvent::ToolCallDelta {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    } => {
+                        if index > calls.len() + crate::provider::MAX_TOOL_CALLS {
+                            return Err(ProviderError::Malformed(format!(
+                                "tool call index {index} out of range"
+                            )));
+                        }
+                        while calls.len() <= index {
+                            calls.push(ToolCall {
+                                id: String::new(),
+                                name: String::new(),
+                                arguments: String::new(),
+                            });
+                        }
+                        let call = &mut calls[index];
+                        if let Some(id) = id {
+                            call.id = id;
+                        }
+                        if let Some(name) = name {
+                            call.name = name;
+                        }
+                        call.arguments.push_str(&arguments);
+                    }
+                    StreamEvent::Finished {
+                        finish_reason,
+                        usage,
+                        request_id,
+                        model,
+                    } => {
+                        if !joiner.flowing {
+                            let text = joiner.release();
+                            if !text.is_empty() {
+                                let _ = sink.send(StreamEvent::Delta(text)).await;
+                            }
+                        }
+                        // Tool calls go out whole, only once the stream
+                        // ended properly.
+                        for (index, call) in calls.iter().enumerate() {
+                            let _ = sink
+                                .send(StreamEvent::ToolCallDelta {
+                                    index,
+                                    id: Some(call.id.clone()),
+                                    name: Some(call.name.clone()),
+                                    arguments: call.arguments.clone(),
+                                })
+                                .await;
+                        }
+                        let response = ChatResponse {
+                            text: joiner.forwarded.clone(),
+                            tool_calls: calls.clone(),
+                            finish_reason,
+                            usage,
+                            request_id,
+                            model,
+                        };
+                        let _ = sink
+                            .send(StreamEvent::Finished {
+                                finish_reason: response.finish_reason.clone(),
+                                usage: response.usage,
+                                request_id: response.request_id.clone(),
+                                model: response.model.clone(),
+                            })
+                            .await;
+                        return Ok(response);
+                    }
+                }
+            }
+            Err(ProviderError::StreamCut {
+                tokens: 0,
+                partial: joiner.forwarded.clone(),
+            })
+        }
+        .await;
+        let latency = begin.elapsed();
+        guard.finish(Instant::now(), latency, result.as_ref().map(|_| ()));
+        let usage = result.as_ref().ok().and_then(|r| r.usage);
+        (record(latency, result.as_ref().err(), usage), result)
+    }
+}
+
+/// Sends a final fallback's answer as one delta and a finish.
+async fn send_whole(sink: &mpsc::Sender<StreamEvent>, text: &str, response: &ChatResponse) {
+    if !text.is_empty() {
+        let _ = sink.send(StreamEvent::Delta(text.to_owned())).await;
+    }
+    let _ = sink
+        .send(StreamEvent::Finished {
+            finish_reason: response.finish_reason.clone(),
+            usage: response.usage,
+            request_id: response.request_id.clone(),
+            model: response.model.clone(),
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::MessageRole;
+
+    fn joined(sent: &str, deltas: &[&str]) -> String {
+        let mut splice = Splice {
+            sent: sent.to_owned(),
+        };
+        let mut joiner = Joiner::new(&mut splice);
+        let mut out = String::new();
+        for delta in deltas {
+            out.push_str(&joiner.push(delta));
+        }
+        if !joiner.flowing {
+            out.push_str(&joiner.release());
+        }
+        format!("{sent}{out}")
+    }
+
+    #[test]
+    fn a_continuation_is_appended() {
+        assert_eq!(
+            joined("one two ", &["three ", "four"]),
+            "one two three four"
+        );
+    }
+
+    #[test]
+    fn a_restart_from_the_beginning_is_trimmed() {
+        assert_eq!(
+            joined("one two ", &["one ", "two ", "three ", "four"]),
+            "one two three four"
+        );
+        assert_eq!(joined("one two ", &["one two three"]), "one two three");
+    }
+
+    #[test]
+    fn a_continuation_starting_with_a_space_does_not_double_it() {
+        assert_eq!(joined("one two ", &[" three"]), "one two three");
+    }
+
+    #[test]
+    fn nothing_sent_means_nothing_held() {
+        assert_eq!(joined("", &["a ", "b"]), "a b");
+    }
+
+    #[test]
+    fn the_prefill_request_ends_with_the_text_so_far_without_trailing_space() {
+        let splice = Splice {
+            sent: "one two ".into(),
+        };
+        let original = ChatRequest {
+            messages: vec![Message::user("q")],
+            ..ChatRequest::default()
+        };
+        let request = splice.request(&original, true);
+        let last = request.messages.last().unwrap();
+        assert_eq!(
+            (last.role, last.content.as_str()),
+            (MessageRole::Assistant, "one two")
+        );
+        assert_eq!(splice.request(&original, false).messages.len(), 1);
+    }
+}
