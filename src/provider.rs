@@ -175,13 +175,61 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderErr
 /// Tool calls one answer may carry; more is treated as malformed.
 pub const MAX_TOOL_CALLS: usize = 128;
 
+/// Tool calls assembled from streamed parts, by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCallParts(Vec<ToolCall>);
+
+impl ToolCallParts {
+    /// Adds one part: `id` and `name` come with a call's first part, the
+    /// argument text accumulates.
+    pub fn push(
+        &mut self,
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: &str,
+    ) -> Result<(), ProviderError> {
+        // The index is upstream text: a call index far past the calls seen
+        // so far is malformed, not a reason to allocate.
+        if index > self.0.len() + MAX_TOOL_CALLS {
+            return Err(ProviderError::Malformed(format!(
+                "tool call index {index} out of range"
+            )));
+        }
+        while self.0.len() <= index {
+            self.0.push(ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        }
+        let call = &mut self.0[index];
+        if let Some(id) = id {
+            call.id = id;
+        }
+        if let Some(name) = name {
+            call.name = name;
+        }
+        call.arguments.push_str(arguments);
+        Ok(())
+    }
+
+    pub fn calls(&self) -> &[ToolCall] {
+        &self.0
+    }
+
+    pub fn into_calls(self) -> Vec<ToolCall> {
+        self.0
+    }
+}
+
 /// Reads a whole stream into one response: text joined, tool-call parts
 /// assembled by index. A stream that fails part-way returns its error (a
 /// cut stream carries the partial text).
 pub async fn collect(mut stream: EventStream) -> Result<ChatResponse, ProviderError> {
     use futures_util::StreamExt;
     let mut text = String::new();
-    let mut calls: Vec<ToolCall> = Vec::new();
+    let mut calls = ToolCallParts::default();
     while let Some(event) = stream.next().await {
         match event? {
             StreamEvent::Delta(delta) => text.push_str(&delta),
@@ -190,30 +238,7 @@ pub async fn collect(mut stream: EventStream) -> Result<ChatResponse, ProviderEr
                 id,
                 name,
                 arguments,
-            } => {
-                // The index is upstream text: a call index far past the
-                // calls seen so far is malformed, not a reason to allocate.
-                if index > calls.len() + MAX_TOOL_CALLS {
-                    return Err(ProviderError::Malformed(format!(
-                        "tool call index {index} out of range"
-                    )));
-                }
-                while calls.len() <= index {
-                    calls.push(ToolCall {
-                        id: String::new(),
-                        name: String::new(),
-                        arguments: String::new(),
-                    });
-                }
-                let call = &mut calls[index];
-                if let Some(id) = id {
-                    call.id = id;
-                }
-                if let Some(name) = name {
-                    call.name = name;
-                }
-                call.arguments.push_str(&arguments);
-            }
+            } => calls.push(index, id, name, &arguments)?,
             StreamEvent::Finished {
                 finish_reason,
                 usage,
@@ -222,7 +247,7 @@ pub async fn collect(mut stream: EventStream) -> Result<ChatResponse, ProviderEr
             } => {
                 return Ok(ChatResponse {
                     text,
-                    tool_calls: calls,
+                    tool_calls: calls.into_calls(),
                     finish_reason,
                     usage,
                     request_id,

@@ -279,12 +279,7 @@ pub struct Pool {
 impl Pool {
     /// Builds a client per remote provider of `config`.
     pub fn from_config(config: &Config) -> Result<Pool, PoolError> {
-        let mut pool = Pool {
-            providers: Vec::new(),
-            by_id: HashMap::new(),
-            domains: Vec::new(),
-            skipped: Vec::new(),
-        };
+        let mut pool = Pool::empty();
         let now = Instant::now();
         for provider in config.providers.values() {
             let key = provider.api_key_env.as_deref().and_then(Secret::from_env);

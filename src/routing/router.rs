@@ -412,6 +412,34 @@ impl Router {
         }
     }
 
+    /// The answer of a final fallback, when it has one for this request.
+    async fn final_answer(
+        &self,
+        fallback: FinalFallback,
+        fingerprint: &Fingerprint,
+        request: &RouteRequest,
+    ) -> Option<(ChatResponse, ServedBy)> {
+        match fallback {
+            FinalFallback::Cache => self
+                .cache
+                .get(fingerprint, Instant::now())
+                .map(|cached| (cached.response, ServedBy::Cache { age: cached.age })),
+            // No supervised local model server in this build.
+            FinalFallback::Local => None,
+            FinalFallback::Extractive => {
+                let extractive = request.extractive.as_ref()?;
+                // Local and quick: a few seconds even when the remote
+                // deadline is spent.
+                let deadline = AttemptDeadline::new(Duration::from_secs(5), Duration::from_secs(5));
+                extractive
+                    .complete(&request.request, deadline)
+                    .await
+                    .ok()
+                    .map(|response| (response, ServedBy::Extractive))
+            }
+        }
+    }
+
     /// Routes one request to a complete answer.
     pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
         let route = self
@@ -429,7 +457,6 @@ impl Router {
         let first_choice = route.chain.first().copied();
 
         loop {
-            let now = Instant::now();
             let (position, attempt_reason) = match self
                 .next_step(
                     route,
@@ -444,46 +471,18 @@ impl Router {
                 Step::Again => continue,
                 Step::Attempt { position, reason } => (position, reason),
                 Step::Fallback(fallback) => {
-                    match fallback {
-                        FinalFallback::Cache => {
-                            if let Some(cached) = self.cache.get(&fingerprint, now) {
-                                return Ok(Outcome {
-                                    trace_id: request.trace_id,
-                                    response: cached.response,
-                                    served_by: ServedBy::Cache { age: cached.age },
-                                    fallback: true,
-                                    degraded: true,
-                                    refusal: false,
-                                    attempts,
-                                });
-                            }
-                        }
-                        // No supervised local model server in this build.
-                        FinalFallback::Local => {}
-                        FinalFallback::Extractive => {
-                            let Some(extractive) = &request.extractive else {
-                                continue;
-                            };
-                            // Local and quick: give it a few seconds even
-                            // when the remote deadline is spent.
-                            let deadline = AttemptDeadline::new(
-                                Duration::from_secs(5),
-                                Duration::from_secs(5),
-                            );
-                            if let Ok(response) =
-                                extractive.complete(&request.request, deadline).await
-                            {
-                                return Ok(Outcome {
-                                    trace_id: request.trace_id,
-                                    refusal: response.finish_reason == FinishReason::NoAnswer,
-                                    response,
-                                    served_by: ServedBy::Extractive,
-                                    fallback: true,
-                                    degraded: true,
-                                    attempts,
-                                });
-                            }
-                        }
+                    if let Some((response, served_by)) =
+                        self.final_answer(fallback, &fingerprint, &request).await
+                    {
+                        return Ok(Outcome {
+                            trace_id: request.trace_id,
+                            refusal: response.finish_reason == FinishReason::NoAnswer,
+                            response,
+                            served_by,
+                            fallback: true,
+                            degraded: true,
+                            attempts,
+                        });
                     }
                     continue;
                 }

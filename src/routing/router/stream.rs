@@ -26,12 +26,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    AttemptReason, AttemptRecord, FinalFallback, Fingerprint, Outcome, RouteError, RouteRequest,
-    Router, ServedBy, Step, fails_over,
+    AttemptReason, AttemptRecord, Fingerprint, Outcome, RouteError, RouteRequest, Router, ServedBy,
+    Step, fails_over,
 };
 use crate::provider::{
     AttemptDeadline, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, StreamEvent,
-    ToolCall,
+    ToolCallParts,
 };
 use crate::routing::decision::{AttemptState, ErrorKind};
 
@@ -167,27 +167,7 @@ impl Router {
                 Step::Again => continue,
                 Step::Attempt { position, reason } => (position, reason),
                 Step::Fallback(fallback) => {
-                    let answer = match fallback {
-                        FinalFallback::Cache => self
-                            .cache
-                            .get(&fingerprint, Instant::now())
-                            .map(|c| (c.response, ServedBy::Cache { age: c.age })),
-                        FinalFallback::Local => None,
-                        FinalFallback::Extractive => match &request.extractive {
-                            Some(extractive) => {
-                                let deadline = AttemptDeadline::new(
-                                    std::time::Duration::from_secs(5),
-                                    std::time::Duration::from_secs(5),
-                                );
-                                extractive
-                                    .complete(&request.request, deadline)
-                                    .await
-                                    .ok()
-                                    .map(|r| (r, ServedBy::Extractive))
-                            }
-                            None => None,
-                        },
-                    };
+                    let answer = self.final_answer(fallback, &fingerprint, &request).await;
                     if let Some((mut response, served_by)) = answer {
                         let mut joiner = Joiner::new(&mut splice);
                         let mut text = joiner.push(&response.text);
@@ -332,7 +312,7 @@ impl Router {
         let guard = handle.begin(begin, admission);
         let upstream = splice.request(&request.request, prefill);
         let mut joiner = Joiner::new(splice);
-        let mut calls: Vec<ToolCall> = Vec::new();
+        let mut calls = ToolCallParts::default();
         let result: Result<ChatResponse, ProviderError> = async {
             let mut stream = handle.backend.stream(&upstream, deadline).await?;
             while let Some(event) = stream.next().await {
@@ -348,28 +328,7 @@ impl Router {
                         id,
                         name,
                         arguments,
-                    } => {
-                        if index > calls.len() + crate::provider::MAX_TOOL_CALLS {
-                            return Err(ProviderError::Malformed(format!(
-                                "tool call index {index} out of range"
-                            )));
-                        }
-                        while calls.len() <= index {
-                            calls.push(ToolCall {
-                                id: String::new(),
-                                name: String::new(),
-                                arguments: String::new(),
-                            });
-                        }
-                        let call = &mut calls[index];
-                        if let Some(id) = id {
-                            call.id = id;
-                        }
-                        if let Some(name) = name {
-                            call.name = name;
-                        }
-                        call.arguments.push_str(&arguments);
-                    }
+                    } => calls.push(index, id, name, &arguments)?,
                     StreamEvent::Finished {
                         finish_reason,
                         usage,
@@ -384,7 +343,7 @@ impl Router {
                         }
                         // Tool calls go out whole, only once the stream
                         // ended properly.
-                        for (index, call) in calls.iter().enumerate() {
+                        for (index, call) in calls.calls().iter().enumerate() {
                             let _ = sink
                                 .send(StreamEvent::ToolCallDelta {
                                     index,
@@ -396,7 +355,7 @@ impl Router {
                         }
                         let response = ChatResponse {
                             text: joiner.forwarded.clone(),
-                            tool_calls: calls.clone(),
+                            tool_calls: calls.calls().to_vec(),
                             finish_reason,
                             usage,
                             request_id,
