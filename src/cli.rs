@@ -5,6 +5,7 @@
 //! command failed), 2 bad usage (clap's own).
 
 mod agents;
+mod ask;
 mod init;
 mod mock_provider;
 mod validate;
@@ -39,6 +40,8 @@ enum Command {
     Validate(validate::Args),
     /// List a swarm: supervisor, workers, routes, and which rules reach whom.
     Agents(agents::Args),
+    /// Ask a swarm one question: classified, routed, answered.
+    Ask(ask::Args),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Agents(args) => agents::run(&cli, args),
+        Command::Ask(args) => ask::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };

@@ -8,7 +8,9 @@
 //! [`knowledge`] indexes a swarm's documents for the extractive surrogate.
 //! The `baton` binary is a thin command-line shell over it.
 
+pub mod actor;
 pub mod config;
+pub mod context;
 pub mod diagnostic;
 pub mod knowledge;
 pub mod provider;
