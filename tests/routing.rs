@@ -568,6 +568,7 @@ async fn a_dead_route_answers_from_cache_then_extractive_then_fails_with_the_tra
         Arc::new(index),
     ));
     let with_knowledge = |text: &str| RouteRequest {
+        contract: None,
         extractive: Some(extractive.clone()),
         ..ask(text)
     };
@@ -641,6 +642,51 @@ async fn a_refused_key_or_unknown_model_fails_over() {
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn an_answer_breaking_the_output_schema_moves_to_the_next_provider() {
+    // The mock answers prose; a contract asking for JSON fails it, and the
+    // next provider gets the same request. Both break it here, so the
+    // request ends with two contract failures.
+    let first = healthy().await;
+    let second = healthy().await;
+    let config = config(&[up("first", &first), up("second", &second)], "", "");
+    let schema = serde_json::json!({"type": "object", "required": ["answer"]});
+    let request = RouteRequest {
+        contract: Some(Arc::new(jsonschema::validator_for(&schema).unwrap())),
+        ..ask("give me json")
+    };
+    let error = router(&config).complete(request).await.unwrap_err();
+    let RouteError::Exhausted { attempts, .. } = &error else {
+        panic!("{error}")
+    };
+    let labels: Vec<&str> = attempts
+        .iter()
+        .map(|a| a.error.as_ref().unwrap().0.as_str())
+        .collect();
+    assert_eq!(labels, ["contract", "contract"]);
+    assert_eq!(first.stats().requests + second.stats().requests, 2);
+}
+
+#[test]
+fn a_json_answer_meeting_the_contract_passes_and_one_missing_a_field_fails() {
+    use baton::provider::{ChatResponse, FinishReason};
+    use baton::routing::router::check_contract;
+    let schema = serde_json::json!({"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let response = |text: &str| ChatResponse {
+        text: text.into(),
+        tool_calls: Vec::new(),
+        finish_reason: FinishReason::Stop,
+        usage: None,
+        request_id: None,
+        model: "m".into(),
+    };
+    assert!(check_contract(Some(&validator), response("{\"answer\": \"yes\"}")).is_ok());
+    let broken = check_contract(Some(&validator), response("{\"reply\": \"yes\"}")).unwrap_err();
+    assert_eq!(broken.label(), "contract");
+    assert!(check_contract(Some(&validator), response("not json")).is_err());
 }
 
 #[tokio::test]

@@ -102,6 +102,12 @@ impl Actor for SwarmSupervisor {
                 router: args.router.clone(),
                 knowledge: args.knowledge.clone(),
                 extractive: extractive.clone(),
+                // Checked to compile when the swarm was loaded.
+                contract: agent
+                    .output_schema
+                    .as_ref()
+                    .and_then(|schema| jsonschema::validator_for(schema).ok())
+                    .map(Arc::new),
             };
             let worker = Self::spawn_worker(&myself, worker_args.clone()).await?;
             state.workers.insert(agent.id.clone(), worker);

@@ -24,6 +24,8 @@ pub struct WorkerArgs {
     pub router: Arc<Router>,
     pub knowledge: Option<Arc<KnowledgeIndex>>,
     pub extractive: Option<Arc<dyn Backend>>,
+    /// The agent's `output_schema`, compiled once.
+    pub contract: Option<Arc<jsonschema::Validator>>,
 }
 
 /// One request for this worker.
@@ -86,6 +88,7 @@ impl Actor for Worker {
                         request,
                         required: args.agent.requires.clone(),
                         extractive: args.extractive.clone(),
+                        contract: args.contract.clone(),
                     };
                     let result = args
                         .router

@@ -63,6 +63,10 @@ pub struct RouteRequest {
     pub required: Vec<Capability>,
     /// The swarm's extractive surrogate, when it has a knowledge base.
     pub extractive: Option<Arc<dyn Backend>>,
+    /// The agent's data contract: every provider's answer must be JSON
+    /// meeting it, or the attempt fails as `contract` and the next provider
+    /// is asked with the same context.
+    pub contract: Option<Arc<jsonschema::Validator>>,
 }
 
 impl RouteRequest {
@@ -74,6 +78,7 @@ impl RouteRequest {
             request,
             required: Vec::new(),
             extractive: None,
+            contract: None,
         }
     }
 }
@@ -693,6 +698,8 @@ impl Router {
             Ok(stream) => crate::provider::collect(stream).await,
             Err(error) => Err(error),
         };
+        let result =
+            result.and_then(|response| check_contract(request.contract.as_deref(), response));
         let latency = begin.elapsed();
         let timed_out = matches!(
             result,
@@ -721,6 +728,30 @@ impl Router {
         };
         (record, result)
     }
+}
+
+/// Checks an answer against the agent's output schema. A broken contract
+/// is the provider's failure: it answered, but not what was agreed.
+pub fn check_contract(
+    contract: Option<&jsonschema::Validator>,
+    response: ChatResponse,
+) -> Result<ChatResponse, ProviderError> {
+    let Some(validator) = contract else {
+        return Ok(response);
+    };
+    if !response.tool_calls.is_empty() {
+        // A tool call is a step, not the answer the contract is about.
+        return Ok(response);
+    }
+    let value: serde_json::Value = serde_json::from_str(response.text.trim())
+        .map_err(|e| ProviderError::Contract(format!("the answer is not JSON: {e}")))?;
+    if let Some(error) = validator.iter_errors(&value).next() {
+        return Err(ProviderError::Contract(format!(
+            "{error} (at {})",
+            error.instance_path()
+        )));
+    }
+    Ok(response)
 }
 
 /// The record of an attempt that lost a hedge race.
