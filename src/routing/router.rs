@@ -196,6 +196,21 @@ struct CompiledRoute {
     backoff: Backoff,
 }
 
+/// A request's walk along its route's chain, as it starts.
+struct Walk<'r> {
+    route: &'r CompiledRoute,
+    started: Instant,
+    /// The request's total deadline: attempts and back-offs together.
+    total_end: Instant,
+    fingerprint: Fingerprint,
+    /// The route's policy with the agent's required capabilities.
+    policy: RoutePolicy,
+    state: AttemptState,
+    attempts: Vec<AttemptRecord>,
+    snapshots: Vec<super::decision::ProviderSnapshot>,
+    first_choice: Option<usize>,
+}
+
 /// The next step of a request's walk along its chain.
 enum Step {
     /// Ask again (the budget refused a retry; the decision changes).
@@ -337,6 +352,28 @@ impl Router {
         backoff.delay(retry, &mut *rng)
     }
 
+    /// Starts a request's walk: its route, deadline, cache key and policy.
+    fn walk(&self, request: &RouteRequest) -> Result<Walk<'_>, RouteError> {
+        let route = self
+            .routes
+            .get(&request.route)
+            .ok_or_else(|| RouteError::UnknownRoute(request.route.clone()))?;
+        let started = Instant::now();
+        let mut policy = route.policy;
+        policy.required = request.required.iter().copied().collect();
+        Ok(Walk {
+            route,
+            started,
+            total_end: started + route.spec.deadlines.total,
+            fingerprint: Fingerprint::of(&request.scope, &request.route, &request.request),
+            policy,
+            state: AttemptState::new(route.spec.deadlines.total),
+            attempts: Vec::new(),
+            snapshots: Vec::with_capacity(route.chain.len()),
+            first_choice: route.chain.first().copied(),
+        })
+    }
+
     /// Decides the request's next step and pays for it: the budget for a
     /// retry (then its back-off or the provider's Retry-After), a deposit
     /// for a first attempt on a provider. Shared by the whole and the
@@ -447,19 +484,17 @@ impl Router {
 
     /// Routes one request to a complete answer.
     pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
-        let route = self
-            .routes
-            .get(&request.route)
-            .ok_or_else(|| RouteError::UnknownRoute(request.route.clone()))?;
-        let started = Instant::now();
-        let total_end = started + route.spec.deadlines.total;
-        let fingerprint = Fingerprint::of(&request.scope, &request.route, &request.request);
-        let mut policy = route.policy;
-        policy.required = request.required.iter().copied().collect();
-        let mut state = AttemptState::new(route.spec.deadlines.total);
-        let mut attempts: Vec<AttemptRecord> = Vec::new();
-        let mut snapshots = Vec::with_capacity(route.chain.len());
-        let first_choice = route.chain.first().copied();
+        let Walk {
+            route,
+            started,
+            total_end,
+            fingerprint,
+            policy,
+            mut state,
+            mut attempts,
+            mut snapshots,
+            first_choice,
+        } = self.walk(&request)?;
 
         loop {
             let (position, attempt_reason) = match self

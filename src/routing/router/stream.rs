@@ -26,14 +26,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    AttemptReason, AttemptRecord, Fingerprint, Outcome, RouteError, RouteRequest, Router, ServedBy,
-    Step, fails_over,
+    AttemptReason, AttemptRecord, Outcome, RouteError, RouteRequest, Router, ServedBy, Step, Walk,
+    fails_over,
 };
 use crate::provider::{
     AttemptDeadline, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, StreamEvent,
     ToolCallParts,
 };
-use crate::routing::decision::{AttemptState, ErrorKind};
+use crate::routing::decision::ErrorKind;
 
 /// What the caller has been sent so far, and how to join what comes next.
 #[derive(Debug, Default)]
@@ -137,19 +137,17 @@ impl Router {
         request: RouteRequest,
         sink: mpsc::Sender<StreamEvent>,
     ) -> Result<Outcome, RouteError> {
-        let route = self
-            .routes
-            .get(&request.route)
-            .ok_or_else(|| RouteError::UnknownRoute(request.route.clone()))?;
-        let started = Instant::now();
-        let total_end = started + route.spec.deadlines.total;
-        let fingerprint = Fingerprint::of(&request.scope, &request.route, &request.request);
-        let mut policy = route.policy;
-        policy.required = request.required.iter().copied().collect();
-        let mut state = AttemptState::new(route.spec.deadlines.total);
-        let mut attempts: Vec<AttemptRecord> = Vec::new();
-        let mut snapshots = Vec::with_capacity(route.chain.len());
-        let first_choice = route.chain.first().copied();
+        let Walk {
+            route,
+            started,
+            total_end,
+            fingerprint,
+            policy,
+            mut state,
+            mut attempts,
+            mut snapshots,
+            first_choice,
+        } = self.walk(&request)?;
         let mut splice = Splice::default();
 
         loop {
