@@ -7,6 +7,7 @@
 //!    same mock). Reports p50/p99 of each and p99(through) − p99(direct).
 //! 2. 64 concurrent sessions asking through the swarm for a fixed number
 //!    of requests: requests per second.
+//!
 //! Run: `cargo bench --bench orchestration`.
 
 use std::path::Path;
