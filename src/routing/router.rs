@@ -140,6 +140,26 @@ pub struct Outcome {
     pub attempts: Vec<AttemptRecord>,
 }
 
+impl Outcome {
+    /// An answer from a final fallback: degraded, and a fallback by nature.
+    fn from_final_fallback(
+        trace_id: TraceId,
+        response: ChatResponse,
+        served_by: ServedBy,
+        attempts: Vec<AttemptRecord>,
+    ) -> Outcome {
+        Outcome {
+            trace_id,
+            refusal: response.finish_reason == FinishReason::NoAnswer,
+            response,
+            served_by,
+            fallback: true,
+            degraded: true,
+            attempts,
+        }
+    }
+}
+
 /// A request that got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -177,6 +197,15 @@ fn summary(attempts: &[AttemptRecord]) -> String {
 }
 
 impl RouteError {
+    /// Nothing was left to try for `request`.
+    fn exhausted(request: &RouteRequest, attempts: Vec<AttemptRecord>) -> RouteError {
+        RouteError::Exhausted {
+            trace_id: request.trace_id,
+            route: request.route.clone(),
+            attempts,
+        }
+    }
+
     pub fn trace_id(&self) -> Option<TraceId> {
         match self {
             RouteError::UnknownRoute(_) => None,
@@ -514,25 +543,16 @@ impl Router {
                     if let Some((response, served_by)) =
                         self.final_answer(fallback, &fingerprint, &request).await
                     {
-                        return Ok(Outcome {
-                            trace_id: request.trace_id,
-                            refusal: response.finish_reason == FinishReason::NoAnswer,
+                        return Ok(Outcome::from_final_fallback(
+                            request.trace_id,
                             response,
                             served_by,
-                            fallback: true,
-                            degraded: true,
                             attempts,
-                        });
+                        ));
                     }
                     continue;
                 }
-                Step::Exhausted => {
-                    return Err(RouteError::Exhausted {
-                        trace_id: request.trace_id,
-                        route: request.route.clone(),
-                        attempts,
-                    });
-                }
+                Step::Exhausted => return Err(RouteError::exhausted(&request, attempts)),
             };
             let result = self
                 .attempt_hedged(

@@ -30,8 +30,7 @@ use super::{
     fails_over,
 };
 use crate::provider::{
-    AttemptDeadline, ChatRequest, ChatResponse, FinishReason, Message, ProviderError, StreamEvent,
-    ToolCallParts,
+    AttemptDeadline, ChatRequest, ChatResponse, Message, ProviderError, StreamEvent, ToolCallParts,
 };
 use crate::routing::decision::ErrorKind;
 
@@ -120,6 +119,15 @@ impl<'a> Joiner<'a> {
         self.forward(text)
     }
 
+    /// Ends the attempt's text: anything still held back is released.
+    fn finish(&mut self) -> String {
+        if self.flowing {
+            String::new()
+        } else {
+            self.release()
+        }
+    }
+
     fn forward(&mut self, text: String) -> String {
         self.splice.sent.push_str(&text);
         self.forwarded.push_str(&text);
@@ -169,30 +177,19 @@ impl Router {
                     if let Some((mut response, served_by)) = answer {
                         let mut joiner = Joiner::new(&mut splice);
                         let mut text = joiner.push(&response.text);
-                        if !joiner.flowing {
-                            text.push_str(&joiner.release());
-                        }
+                        text.push_str(&joiner.finish());
                         send_whole(&sink, &text, &response).await;
                         response.text = splice.sent.clone();
-                        return Ok(Outcome {
-                            trace_id: request.trace_id,
-                            refusal: response.finish_reason == FinishReason::NoAnswer,
+                        return Ok(Outcome::from_final_fallback(
+                            request.trace_id,
                             response,
                             served_by,
-                            fallback: true,
-                            degraded: true,
                             attempts,
-                        });
+                        ));
                     }
                     continue;
                 }
-                Step::Exhausted => {
-                    return Err(RouteError::Exhausted {
-                        trace_id: request.trace_id,
-                        route: request.route.clone(),
-                        attempts,
-                    });
-                }
+                Step::Exhausted => return Err(RouteError::exhausted(&request, attempts)),
             };
             let index = route.chain[usize::from(position)];
             let handle = self.pool.get(index);
@@ -249,11 +246,7 @@ impl Router {
                 Err(error) => {
                     if sink.is_closed() {
                         // The caller hung up: nobody is left to answer.
-                        return Err(RouteError::Exhausted {
-                            trace_id: request.trace_id,
-                            route: request.route.clone(),
-                            attempts,
-                        });
+                        return Err(RouteError::exhausted(&request, attempts));
                     }
                     if !fails_over(&route.spec, &error) {
                         return Err(RouteError::Refused {
@@ -333,11 +326,9 @@ impl Router {
                         request_id,
                         model,
                     } => {
-                        if !joiner.flowing {
-                            let text = joiner.release();
-                            if !text.is_empty() {
-                                let _ = sink.send(StreamEvent::Delta(text)).await;
-                            }
+                        let text = joiner.finish();
+                        if !text.is_empty() {
+                            let _ = sink.send(StreamEvent::Delta(text)).await;
                         }
                         // Tool calls go out whole, only once the stream
                         // ended properly.
@@ -413,9 +404,7 @@ mod tests {
         for delta in deltas {
             out.push_str(&joiner.push(delta));
         }
-        if !joiner.flowing {
-            out.push_str(&joiner.release());
-        }
+        out.push_str(&joiner.finish());
         format!("{sent}{out}")
     }
 
