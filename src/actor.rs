@@ -1,32 +1,40 @@
-//! The actors (ractor): a swarm supervisor per loaded swarm and a worker per
-//! worker agent.
+//! The actors (ractor), as DESIGN.md's tree lays them out:
 //!
-//! The supervisor classifies each request, keeps the session histories and
-//! hands the request to the chosen worker; the worker assembles the prompt
-//! and runs it through its route. Neither awaits an upstream inside its
-//! message handler: the routing work runs on a task that answers the
-//! caller's reply port directly, so one slow provider never blocks a
-//! mailbox. Workers are linked to the supervisor, which restarts a failed
-//! worker (a bounded number of times per window) — ractor restarts nothing
-//! by itself.
+//! - [`baton::Baton`], the root, one per process: a [`provider::Provider`]
+//!   actor per remote provider with its [`health::Health`] actor linked
+//!   under it, and a [`supervisor::SwarmSupervisor`] per loaded swarm;
+//! - each swarm supervisor classifies requests, keeps the sessions, runs
+//!   delegation chains and owns the bindings worker → provider, moving
+//!   workers when a Health actor reports a provider down and back when it
+//!   has stayed up for the hold down;
+//! - a [`worker::Worker`] per worker agent assembles the prompt and hands
+//!   the request to the routing layer.
 //!
-//! Built so far: these two levels. The provider pool is shared through the
-//! [`Router`](crate::routing::router::Router); Provider and Health actors,
-//! supervised failover and fail-back come next.
+//! No actor awaits an upstream inside its message handler: the routing work
+//! runs on a task that reports back to the supervisor, so one slow provider
+//! never blocks a mailbox. ractor restarts nothing by itself: each level
+//! restarts its failed children, a bounded number of times per window.
 
+pub mod baton;
+pub mod health;
+pub mod provider;
 pub mod supervisor;
 pub mod worker;
 
 use serde::Serialize;
 
 use crate::routing::router::{Outcome, RouteError};
+use crate::swarm::AgentId;
 use crate::swarm::classify::Classification;
 
 /// A swarm's answer to one request.
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
-    /// The worker that answered and why it was chosen.
+    /// The worker chosen for the request and why.
     pub classification: Classification,
+    /// The workers that took part, in order (more than one when a worker
+    /// delegates); the last one wrote the answer.
+    pub chain: Vec<AgentId>,
     pub outcome: Outcome,
     /// A high-stakes agent answered through a fallback path: a person
     /// should look at it.
@@ -39,6 +47,6 @@ pub struct Answer {
 pub enum AskError {
     #[error(transparent)]
     Route(#[from] RouteError),
-    #[error("worker `{0}` is not running")]
+    #[error("{0}")]
     WorkerDown(String),
 }

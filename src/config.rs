@@ -171,6 +171,8 @@ struct RawConfig {
     #[serde(default)]
     cache: CacheSettings,
     #[serde(default)]
+    health: HealthSettings,
+    #[serde(default)]
     providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, RawRoute>,
@@ -265,6 +267,33 @@ impl Default for BreakerSettings {
             base_ejection: ConfigDuration(Duration::from_secs(30)),
             max_ejection: ConfigDuration(Duration::from_secs(300)),
             half_open_trials: 1,
+        }
+    }
+}
+
+/// How provider health is judged and how swarms move between providers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSettings {
+    /// A provider whose recent p95 latency is above this is Degraded.
+    pub degraded_latency: ConfigDuration,
+    /// A provider failing at least this share of its recent calls is
+    /// Degraded (its breaker may still be closed).
+    pub degraded_error_rate: f64,
+    /// An active probe that takes longer than this has failed.
+    pub probe_timeout: ConfigDuration,
+    /// How long a recovered provider must stay up before workers fail back
+    /// to it, and the least time between two switches of one worker.
+    pub hold_down: ConfigDuration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            degraded_latency: ConfigDuration(Duration::from_secs(10)),
+            degraded_error_rate: 0.25,
+            probe_timeout: ConfigDuration(Duration::from_secs(5)),
+            hold_down: ConfigDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -400,6 +429,7 @@ pub struct Config {
     pub breaker: BreakerSettings,
     pub budget: BudgetSettings,
     pub cache: CacheSettings,
+    pub health: HealthSettings,
     /// What is worth knowing but not fatal (a provider skipped for want of a key).
     #[serde(skip)]
     pub warnings: Diagnostics,
@@ -543,6 +573,15 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             .field("max_ejection"),
         );
     }
+    if !(0.0..=1.0).contains(&raw.health.degraded_error_rate) {
+        check.diagnostics.push(
+            Diagnostic::error(
+                path,
+                "[health] degraded_error_rate: expected a fraction in [0, 1]",
+            )
+            .field("degraded_error_rate"),
+        );
+    }
     if raw.budget.ratio < 0.0 {
         check
             .diagnostics
@@ -561,6 +600,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         breaker: raw.breaker,
         budget: raw.budget,
         cache: raw.cache,
+        health: raw.health,
         warnings: check.diagnostics,
     })
 }

@@ -310,6 +310,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         request: &'a ChatRequest,
         deadline: AttemptDeadline,
     ) -> BoxFuture<'a, Result<EventStream, ProviderError>>;
+
+    /// A liveness check that spends no tokens: the models list. Backends
+    /// with nothing remote to check are always up.
+    fn probe(&self, deadline: AttemptDeadline) -> BoxFuture<'_, Result<(), ProviderError>> {
+        let _ = deadline;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Why an attempt failed. The variant is the failure's kind; routing decides

@@ -1,24 +1,23 @@
 //! A swarm answering through its actors: the supervisor classifies, the
 //! worker assembles the prompt and routes it to a real loopback mock; with
 //! no provider reachable the extractive surrogate answers; sessions replay
-//! history; a crashed worker is restarted; `baton ask` works offline.
+//! history; `baton ask` works offline. (Supervision, failover and health:
+//! `tests/actors.rs`.)
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use baton::actor::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
-use baton::actor::worker::WorkerMsg;
+use baton::actor::baton::{Baton, start_swarm};
+use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
 use baton::config::Config;
 use baton::knowledge::KnowledgeIndex;
 use baton::provider::mock::{MockHandle, MockServer, Script, expected_answer};
 use baton::routing::pool::Pool;
 use baton::routing::router::{Router, ServedBy};
-use baton::swarm::AgentId;
 use baton::template::load_swarm;
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 
 async fn mock(script: &str) -> MockHandle {
     MockServer::start(
@@ -59,18 +58,12 @@ async fn supervisor(config: &Config) -> ActorRef<SupervisorMsg> {
     let knowledge =
         KnowledgeIndex::build(Path::new("agents/support-bot/knowledge"), &swarm.knowledge).unwrap();
     let router = Router::new(config, Pool::from_config(config).unwrap()).unwrap();
-    let (supervisor, _) = Actor::spawn(
-        None,
-        SwarmSupervisor,
-        SupervisorArgs {
-            swarm: Arc::new(swarm),
-            router: Arc::new(router),
-            knowledge: Some(Arc::new(knowledge)),
-        },
-    )
-    .await
-    .unwrap();
-    supervisor
+    let (root, _) = Baton::start(Arc::new(router), config.health.clone())
+        .await
+        .unwrap();
+    start_swarm(&root, Arc::new(swarm), Some(Arc::new(knowledge)))
+        .await
+        .unwrap()
 }
 
 async fn ask(
@@ -157,49 +150,6 @@ async fn with_every_provider_down_the_surrogate_answers_and_refunds_need_review(
         "{}",
         answer.outcome.response.text
     );
-}
-
-#[tokio::test]
-async fn a_crashed_worker_is_restarted_and_answers_again() {
-    let upstream = mock("").await;
-    let supervisor = supervisor(&config(&upstream)).await;
-    let billing = AgentId("billing".into());
-    let worker: ActorRef<WorkerMsg> = ractor::call_t!(
-        supervisor,
-        |reply| SupervisorMsg::Worker {
-            agent: billing.clone(),
-            reply
-        },
-        1_000
-    )
-    .unwrap()
-    .expect("a billing worker");
-    worker.send_message(WorkerMsg::Crash).unwrap();
-    // Poll until the supervisor has a new worker, with a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let current: Option<ActorRef<WorkerMsg>> = ractor::call_t!(
-            supervisor,
-            |reply| SupervisorMsg::Worker {
-                agent: billing.clone(),
-                reply
-            },
-            1_000
-        )
-        .unwrap();
-        if current.is_some_and(|c| c.get_id() != worker.get_id()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker was not restarted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let answer = ask(&supervisor, "Can I get a VAT invoice?", None)
-        .await
-        .unwrap();
-    assert_eq!(answer.classification.worker.0, "billing");
 }
 
 #[test]

@@ -1,16 +1,17 @@
 //! The worker actor: one per worker agent of a swarm.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::{Answer, AskError};
+use super::supervisor::SupervisorMsg;
+use crate::config::ProviderId;
 use crate::context;
 use crate::knowledge::KnowledgeIndex;
 use crate::provider::{Backend, Message};
 use crate::routing::router::{RouteRequest, Router};
-use crate::swarm::classify::Classification;
-use crate::swarm::{AgentSpec, Stakes, Swarm};
+use crate::swarm::{AgentSpec, RuleId, Swarm};
 use crate::trace::TraceId;
 
 /// A worker's behaviour; its spec is in its arguments.
@@ -26,23 +27,35 @@ pub struct WorkerArgs {
     pub extractive: Option<Arc<dyn Backend>>,
     /// The agent's `output_schema`, compiled once.
     pub contract: Option<Arc<jsonschema::Validator>>,
+    /// Where finished work is reported.
+    pub supervisor: ActorRef<SupervisorMsg>,
 }
 
-/// One request for this worker.
+/// One request for this worker. Cloned by the supervisor, which keeps a
+/// copy until the worker has handed it to the routing layer, so that a
+/// worker that dies holding it can be replaced and the request handed on.
+#[derive(Debug, Clone)]
 pub struct Job {
     pub trace_id: TraceId,
+    /// One step of a delegation chain has its own id; the request's trace
+    /// id stays the same along the chain.
+    pub step: u64,
     pub text: String,
     pub history: Vec<Message>,
-    pub classification: Classification,
-    pub session: Option<String>,
+    pub requested_rules: Vec<RuleId>,
     /// Tenant or key scope (cached answers never cross it).
     pub scope: String,
-    pub reply: RpcReplyPort<Result<Answer, AskError>>,
+    /// The provider the supervisor has bound this worker to.
+    pub bound_to: Option<ProviderId>,
+    /// Set by the worker once the routing layer owns the request: from then
+    /// on it completes or fails by routing's rules, whatever happens to the
+    /// worker actor.
+    pub started: Arc<AtomicBool>,
 }
 
 pub enum WorkerMsg {
     Ask(Box<Job>),
-    /// Makes the worker fail: supervision is tested with it (and an
+    /// Makes the worker panic: supervision is tested with it (and an
     /// operator can use it to recycle a worker).
     Crash,
 }
@@ -68,45 +81,43 @@ impl Actor for Worker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Ask(job) => {
-                let args = state.clone();
+                let job = *job;
+                let request = context::assemble(
+                    &state.swarm,
+                    &state.agent,
+                    &job.requested_rules,
+                    state.knowledge.as_deref(),
+                    &job.history,
+                    &job.text,
+                );
+                let route_request = RouteRequest {
+                    trace_id: job.trace_id,
+                    route: state.agent.route.clone(),
+                    scope: job.scope,
+                    request,
+                    required: state.agent.requires.clone(),
+                    extractive: state.extractive.clone(),
+                    contract: state.contract.clone(),
+                    bound_to: job.bound_to,
+                };
+                job.started.store(true, Ordering::Release);
+                let router = state.router.clone();
+                let supervisor = state.supervisor.clone();
+                let (trace_id, step) = (job.trace_id, job.step);
                 // The upstream call runs on its own task: the mailbox stays
-                // free for the next request.
+                // free for the next request, and the request outlives this
+                // actor if it fails meanwhile.
                 tokio::spawn(async move {
-                    let job = *job;
-                    let request = context::assemble(
-                        &args.swarm,
-                        &args.agent,
-                        &job.classification.requested_rules,
-                        args.knowledge.as_deref(),
-                        &job.history,
-                        &job.text,
-                    );
-                    let route_request = RouteRequest {
-                        trace_id: job.trace_id,
-                        route: args.agent.route.clone(),
-                        scope: job.scope,
-                        request,
-                        required: args.agent.requires.clone(),
-                        extractive: args.extractive.clone(),
-                        contract: args.contract.clone(),
-                    };
-                    let result = args
-                        .router
-                        .complete(route_request)
-                        .await
-                        .map_err(AskError::from)
-                        .map(|outcome| Answer {
-                            needs_review: args.agent.stakes == Stakes::High && outcome.fallback,
-                            classification: job.classification,
-                            outcome,
-                            session: job.session,
-                        });
-                    // The caller may have given up waiting; nothing to do then.
-                    let _ = job.reply.send(result);
+                    let result = router.complete(route_request).await;
+                    let _ = supervisor.send_message(SupervisorMsg::Done {
+                        trace_id,
+                        step,
+                        result: Box::new(result),
+                    });
                 });
                 Ok(())
             }
-            WorkerMsg::Crash => Err("worker asked to crash".into()),
+            WorkerMsg::Crash => panic!("worker `{}` asked to crash", state.agent.id),
         }
     }
 }

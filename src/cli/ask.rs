@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::actor::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
+use baton::actor::baton::{Baton, start_swarm};
+use baton::actor::supervisor::SupervisorMsg;
 use baton::knowledge::KnowledgeIndex;
 use baton::routing::pool::Pool;
 use baton::routing::router::{Router, ServedBy};
 use baton::template;
-use ractor::Actor;
 
 use super::Cli;
 
@@ -54,16 +54,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let router = Arc::new(Router::new(&config, Pool::from_config(&config)?)?);
-        let (supervisor, handle) = Actor::spawn(
-            None,
-            SwarmSupervisor,
-            SupervisorArgs {
-                swarm: Arc::new(swarm),
-                router,
-                knowledge,
-            },
-        )
-        .await?;
+        let (root, handle) = Baton::start(router, config.health.clone()).await?;
+        let supervisor = start_swarm(&root, Arc::new(swarm), knowledge)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let answer = supervisor
             .call(
                 |reply| SupervisorMsg::Ask {
@@ -74,7 +68,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 Some(longest + Duration::from_secs(5)),
             )
             .await?;
-        supervisor.stop(None);
+        root.stop(None);
         let _ = handle.await;
         let answer = match answer {
             ractor::rpc::CallResult::Success(answer) => answer,

@@ -40,6 +40,7 @@ pub struct Anthropic {
     id: ProviderId,
     client: reqwest::Client,
     endpoint: String,
+    models_endpoint: String,
     model: String,
     key: Option<Secret>,
 }
@@ -56,17 +57,18 @@ impl Anthropic {
             id,
             client: http::client(connect_timeout)?,
             endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            models_endpoint: format!("{}/v1/models", base_url.trim_end_matches('/')),
             model: model.into(),
             key,
         })
     }
 
     fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .post(&self.endpoint)
-            .header("anthropic-version", API_VERSION)
-            .json(body);
+        self.authorized(self.client.post(&self.endpoint).json(body))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = request.header("anthropic-version", API_VERSION);
         match &self.key {
             Some(key) => match reqwest::header::HeaderValue::from_str(key.expose()) {
                 Ok(mut value) => {
@@ -167,7 +169,7 @@ impl Backend for Anthropic {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let post = self.post(&self.body(request, false));
-            let (headers, body) = http::post_whole(post, deadline, error_from).await?;
+            let (headers, body) = http::send_whole(post, deadline, error_from).await?;
             parse_message(&body, http::header_str(&headers, "request-id"))
         })
     }
@@ -185,6 +187,15 @@ impl Backend for Anthropic {
                 ..EventDecoder::default()
             };
             Ok(event_stream(response, deadline, started, decoder))
+        })
+    }
+
+    fn probe(&self, deadline: AttemptDeadline) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let get = self.authorized(self.client.get(&self.models_endpoint));
+            http::send_whole(get, deadline, error_from)
+                .await
+                .map(|_| ())
         })
     }
 }

@@ -135,9 +135,9 @@ pub fn redirect_refused(status: u16) -> ProviderError {
 /// Maps a non-2xx answer (status, headers, body) to its kind; one per protocol.
 pub type ErrorMapper = fn(u16, &HeaderMap, &[u8]) -> ProviderError;
 
-/// Posts a request for a whole answer: headers and body must arrive before
+/// Sends a request for a whole answer: headers and body must arrive before
 /// the attempt's end. Returns the headers and body of a 2xx answer.
-pub async fn post_whole(
+pub async fn send_whole(
     request: reqwest::RequestBuilder,
     deadline: AttemptDeadline,
     error_from: ErrorMapper,

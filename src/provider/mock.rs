@@ -126,6 +126,9 @@ pub struct Stats {
     /// Prompt fingerprint (a hash of the messages, the same over both
     /// protocols) to the number of requests that carried it.
     pub prompts: BTreeMap<String, u64>,
+    /// `GET /v1/models` requests: health probes land here, and cost no
+    /// tokens.
+    pub models_requests: u64,
 }
 
 /// The full answer the mock gives to `prompt` as the last user message,

@@ -32,6 +32,7 @@ pub struct OpenAi {
     id: ProviderId,
     client: reqwest::Client,
     endpoint: String,
+    models_endpoint: String,
     model: String,
     key: Option<Secret>,
 }
@@ -50,13 +51,17 @@ impl OpenAi {
             id,
             client: http::client(connect_timeout)?,
             endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            models_endpoint: format!("{}/models", base_url.trim_end_matches('/')),
             model: model.into(),
             key,
         })
     }
 
     fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let request = self.client.post(&self.endpoint).json(body);
+        self.authorized(self.client.post(&self.endpoint).json(body))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.key {
             Some(key) => request.bearer_auth(key.expose()),
             None => request,
@@ -135,7 +140,7 @@ impl Backend for OpenAi {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let post = self.post(&self.body(request, false));
-            let (headers, body) = http::post_whole(post, deadline, error_from).await?;
+            let (headers, body) = http::send_whole(post, deadline, error_from).await?;
             parse_completion(&body, http::header_str(&headers, "x-request-id"))
         })
     }
@@ -153,6 +158,15 @@ impl Backend for OpenAi {
                 ..ChunkDecoder::default()
             };
             Ok(event_stream(response, deadline, started, decoder))
+        })
+    }
+
+    fn probe(&self, deadline: AttemptDeadline) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let get = self.authorized(self.client.get(&self.models_endpoint));
+            http::send_whole(get, deadline, error_from)
+                .await
+                .map(|_| ())
         })
     }
 }

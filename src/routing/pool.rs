@@ -14,7 +14,7 @@
 //! server) is not built yet and is left out with a warning.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,8 +44,62 @@ pub enum PoolError {
     TooManyDomains,
 }
 
+/// A provider's health as its Health actor judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Healthy,
+    /// Answering, but slower than `[health] degraded_latency` or failing
+    /// more than `degraded_error_rate` of recent calls.
+    Degraded,
+    /// The breaker is open (or half-open, not yet proven).
+    Down,
+}
+
+impl HealthState {
+    fn from_u8(value: u8) -> HealthState {
+        match value {
+            1 => HealthState::Degraded,
+            2 => HealthState::Down,
+            _ => HealthState::Healthy,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            HealthState::Healthy => 0,
+            HealthState::Degraded => 1,
+            HealthState::Down => 2,
+        }
+    }
+
+    pub fn is_up(self) -> bool {
+        self != HealthState::Down
+    }
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Degraded => "degraded",
+            HealthState::Down => "down",
+        })
+    }
+}
+
+/// One attempt's outcome, as the provider's Health actor hears of it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub latency: Duration,
+    /// The failure's label when it counts against the provider's health.
+    pub failure: Option<&'static str>,
+    pub status: Option<u16>,
+}
+
+type Observer = Box<dyn Fn(Observed) + Send + Sync>;
+
 /// One remote provider and its live state.
-#[derive(Debug)]
 pub struct ProviderHandle {
     pub spec: Provider,
     pub backend: Arc<dyn Backend>,
@@ -55,6 +109,20 @@ pub struct ProviderHandle {
     breaker: Mutex<Breaker>,
     in_flight: AtomicU32,
     recent: Mutex<Recent>,
+    health: AtomicU8,
+    /// Set by the provider's actor; hears every outcome.
+    observer: Mutex<Option<Observer>>,
+}
+
+impl std::fmt::Debug for ProviderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderHandle")
+            .field("id", &self.spec.id)
+            .field("domain", &self.domain)
+            .field("health", &self.health())
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -124,11 +192,47 @@ impl ProviderHandle {
             breaker: Mutex::new(breaker),
             in_flight: AtomicU32::new(0),
             recent: Mutex::new(Recent::default()),
+            health: AtomicU8::new(HealthState::Healthy.as_u8()),
+            observer: Mutex::new(None),
         })
     }
 
     pub fn id(&self) -> &ProviderId {
         &self.spec.id
+    }
+
+    /// The health its Health actor last published (Healthy until one runs).
+    pub fn health(&self) -> HealthState {
+        HealthState::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Publishes a new health state; returns the previous one.
+    pub fn set_health(&self, state: HealthState) -> HealthState {
+        HealthState::from_u8(self.health.swap(state.as_u8(), Ordering::AcqRel))
+    }
+
+    /// Sets the one listener for outcomes (a restarted Provider actor
+    /// replaces its predecessor's).
+    pub fn observe(&self, observer: impl Fn(Observed) + Send + Sync + 'static) {
+        *lock(&self.observer) = Some(Box::new(observer));
+    }
+
+    /// Records a failed active probe: it counts like a failed call, so a
+    /// provider that is down is found without traffic.
+    pub fn record_probe_failure(&self, now: Instant, trial: bool) {
+        let mut breaker = lock(&self.breaker);
+        if trial || breaker.state(now) == BreakerState::Closed {
+            breaker.record_failure(now);
+        }
+    }
+
+    /// Records a successful probe that proved the model answers (a chat
+    /// probe): it may close a half-open breaker.
+    pub fn record_probe_success(&self, now: Instant, trial: bool) {
+        let mut breaker = lock(&self.breaker);
+        if trial || breaker.state(now) == BreakerState::Closed {
+            breaker.record_success(now);
+        }
     }
 
     /// The provider as routing sees it now.
@@ -178,6 +282,27 @@ impl ProviderHandle {
     /// Only a trial's outcome decides a half-open breaker: an attempt
     /// admitted earlier, while it was closed, says nothing about now.
     pub fn record(
+        &self,
+        now: Instant,
+        latency: Duration,
+        outcome: Result<(), &ProviderError>,
+        trial: bool,
+    ) {
+        self.record_in_breaker(now, latency, outcome, trial);
+        // After the breaker: the Health actor reads it when it hears this.
+        if let Some(observer) = lock(&self.observer).as_ref() {
+            observer(Observed {
+                latency,
+                failure: outcome
+                    .err()
+                    .filter(|e| counts_against_health(e))
+                    .map(ProviderError::label),
+                status: outcome.err().and_then(ProviderError::status),
+            });
+        }
+    }
+
+    fn record_in_breaker(
         &self,
         now: Instant,
         latency: Duration,

@@ -67,6 +67,10 @@ pub struct RouteRequest {
     /// meeting it, or the attempt fails as `contract` and the next provider
     /// is asked with the same context.
     pub contract: Option<Arc<jsonschema::Validator>>,
+    /// The provider the worker is bound to (supervised failover moved it
+    /// off the route's primary): tried first, then the rest of the chain in
+    /// its order. `None` or a provider outside the chain: the chain as is.
+    pub bound_to: Option<ProviderId>,
 }
 
 impl RouteRequest {
@@ -79,6 +83,7 @@ impl RouteRequest {
             required: Vec::new(),
             extractive: None,
             contract: None,
+            bound_to: None,
         }
     }
 }
@@ -228,6 +233,9 @@ struct CompiledRoute {
 /// A request's walk along its route's chain, as it starts.
 struct Walk<'r> {
     route: &'r CompiledRoute,
+    /// Pool indices in the order this request tries them: the route's
+    /// chain, with the worker's bound provider moved to the front.
+    chain: Vec<usize>,
     started: Instant,
     /// The request's total deadline: attempts and back-offs together.
     total_end: Instant,
@@ -390,8 +398,26 @@ impl Router {
         let started = Instant::now();
         let mut policy = route.policy;
         policy.required = request.required.iter().copied().collect();
+        let mut chain = route.chain.clone();
+        // A route primary whose breaker offers a half-open trial keeps its
+        // place: a real request is the trial that proves it recovered (a
+        // token-free probe cannot), and the request fails over at once if
+        // it has not.
+        let primary_on_trial = route.chain.first().is_some_and(|&i| {
+            self.pool.get(i).breaker(started).state == super::breaker::BreakerState::HalfOpen
+        });
+        if let Some(bound) = request
+            .bound_to
+            .as_ref()
+            .and_then(|id| self.pool.index_of(id))
+            && let Some(at) = chain.iter().position(|&i| i == bound)
+            && !primary_on_trial
+        {
+            chain[..=at].rotate_right(1);
+        }
         Ok(Walk {
             route,
+            chain,
             started,
             total_end: started + route.spec.deadlines.total,
             fingerprint: Fingerprint::of(&request.scope, &request.route, &request.request),
@@ -407,9 +433,11 @@ impl Router {
     /// retry (then its back-off or the provider's Retry-After), a deposit
     /// for a first attempt on a provider. Shared by the whole and the
     /// streaming walk.
+    #[allow(clippy::too_many_arguments)]
     async fn next_step(
         &self,
         route: &CompiledRoute,
+        chain: &[usize],
         request: &RouteRequest,
         policy: &RoutePolicy,
         state: &mut AttemptState,
@@ -420,8 +448,7 @@ impl Router {
         state.remaining = total_end.saturating_duration_since(now);
         snapshots.clear();
         snapshots.extend(
-            route
-                .chain
+            chain
                 .iter()
                 .map(|&i| self.pool.get(i).snapshot(i as u16, now)),
         );
@@ -432,11 +459,11 @@ impl Router {
         }
         let routed = decide(snapshots, policy, state);
         for (position, reason) in routed.skipped.iter() {
-            tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(route.chain[usize::from(position)]).id(), ?reason, "passed over");
+            tracing::debug!(trace = %request.trace_id, provider = %self.pool.get(chain[usize::from(position)]).id(), ?reason, "passed over");
         }
         match routed.decision {
             Decision::Attempt { position, reason } => {
-                let handle = self.pool.get(route.chain[usize::from(position)]);
+                let handle = self.pool.get(chain[usize::from(position)]);
                 let reason = match reason {
                     Reason::Primary => AttemptReason::Primary,
                     Reason::SpillOver { .. } => AttemptReason::SpillOver,
@@ -463,7 +490,7 @@ impl Router {
                 Step::Attempt { position, reason }
             }
             Decision::RetryAfter { position, wait } => {
-                let handle = self.pool.get(route.chain[usize::from(position)]);
+                let handle = self.pool.get(chain[usize::from(position)]);
                 if !handle.budget.try_withdraw(now) {
                     state.budget_available = false;
                     return Step::Again;
@@ -515,6 +542,7 @@ impl Router {
     pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
         let Walk {
             route,
+            chain,
             started,
             total_end,
             fingerprint,
@@ -529,6 +557,7 @@ impl Router {
             let (position, attempt_reason) = match self
                 .next_step(
                     route,
+                    &chain,
                     &request,
                     &policy,
                     &mut state,
@@ -557,6 +586,7 @@ impl Router {
             let result = self
                 .attempt_hedged(
                     route,
+                    &chain,
                     &request,
                     &snapshots,
                     &policy,
@@ -572,7 +602,7 @@ impl Router {
                 Ok((response, served_position)) => {
                     self.cache
                         .put(fingerprint, response.clone(), Instant::now());
-                    let served_index = route.chain[usize::from(served_position)];
+                    let served_index = chain[usize::from(served_position)];
                     return Ok(Outcome {
                         trace_id: request.trace_id,
                         refusal: response.finish_reason == FinishReason::NoAnswer,
@@ -592,7 +622,7 @@ impl Router {
                                 trace_id: request.trace_id,
                                 provider: self
                                     .pool
-                                    .get(route.chain[usize::from(failed_position)])
+                                    .get(chain[usize::from(failed_position)])
                                     .id()
                                     .clone(),
                                 error,
@@ -614,6 +644,7 @@ impl Router {
     async fn attempt_hedged(
         &self,
         route: &CompiledRoute,
+        chain: &[usize],
         request: &RouteRequest,
         snapshots: &[super::decision::ProviderSnapshot],
         policy: &RoutePolicy,
@@ -624,7 +655,7 @@ impl Router {
         total_end: Instant,
         attempts: &mut Vec<AttemptRecord>,
     ) -> Result<(ChatResponse, u8), Vec<(ProviderError, u8)>> {
-        let handle = self.pool.get(route.chain[usize::from(position)]);
+        let handle = self.pool.get(chain[usize::from(position)]);
         let hedge_after = match route.spec.hedge {
             _ if reason == AttemptReason::Retry => None,
             Some(Hedge::After(delay)) => Some(delay),
@@ -656,7 +687,7 @@ impl Router {
         };
         let Some(second) = second.filter(|&next| {
             self.pool
-                .get(route.chain[usize::from(next)])
+                .get(chain[usize::from(next)])
                 .budget
                 .try_withdraw(Instant::now())
         }) else {
@@ -666,7 +697,7 @@ impl Router {
                 .map(|r| (r, position))
                 .map_err(|e| vec![(e, position)]);
         };
-        let second_handle = self.pool.get(route.chain[usize::from(second)]);
+        let second_handle = self.pool.get(chain[usize::from(second)]);
         tracing::info!(trace = %request.trace_id, from = %handle.id(), to = %second_handle.id(), ?delay, "hedging");
         let hedge = self.attempt(
             second_handle,

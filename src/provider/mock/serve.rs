@@ -220,6 +220,10 @@ async fn handle(
         }
         (Method::POST, "/v1/messages") => chat(shared, reset, Endpoint::Anthropic, request).await,
         (Method::GET, "/v1/models") => {
+            shared.stats().models_requests += 1;
+            if *shared.refusing.borrow() {
+                return Err(close("the script refuses connections"));
+            }
             let model = shared.state().script.server.model.clone();
             Ok(json_response(
                 StatusCode::OK,

@@ -155,6 +155,7 @@ impl Router {
             mut attempts,
             mut snapshots,
             first_choice,
+            chain,
         } = self.walk(&request)?;
         let mut splice = Splice::default();
 
@@ -162,6 +163,7 @@ impl Router {
             let (position, reason) = match self
                 .next_step(
                     route,
+                    &chain,
                     &request,
                     &policy,
                     &mut state,
@@ -191,7 +193,7 @@ impl Router {
                 }
                 Step::Exhausted => return Err(RouteError::exhausted(&request, attempts)),
             };
-            let index = route.chain[usize::from(position)];
+            let index = chain[usize::from(position)];
             let handle = self.pool.get(index);
             let mut result = self
                 .stream_attempt(

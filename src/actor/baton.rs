@@ -1,0 +1,268 @@
+//! The root supervisor: one per process.
+//!
+//! It owns the provider pool's actors (a Provider per remote provider, each
+//! with its Health actor) and one SwarmSupervisor per loaded swarm, and
+//! restarts any of them that fails (bounded per window). Provider state —
+//! breakers, budgets, limits — lives in the router's pool, so it is per
+//! provider per process and shared by every swarm and bare route.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort, SupervisionEvent,
+};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::health::{HealthPort, HealthReport};
+use super::provider::{Provider, ProviderArgs, ProviderMsg};
+use super::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
+use crate::config::{HealthSettings, ProviderId};
+use crate::knowledge::KnowledgeIndex;
+use crate::routing::router::Router;
+use crate::swarm::Swarm;
+
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Baton;
+
+pub struct BatonArgs {
+    pub router: Arc<Router>,
+    pub health: HealthSettings,
+}
+
+/// What the root restarts, and with what.
+enum Child {
+    Provider(usize),
+    Swarm(Arc<Swarm>, Option<Arc<KnowledgeIndex>>),
+}
+
+pub struct BatonState {
+    router: Arc<Router>,
+    health: HealthSettings,
+    port: HealthPort,
+    providers: HashMap<ProviderId, ActorRef<ProviderMsg>>,
+    swarms: HashMap<String, ActorRef<SupervisorMsg>>,
+    children: HashMap<ActorId, Child>,
+    restarts: HashMap<String, Vec<Instant>>,
+}
+
+pub enum BatonMsg {
+    /// Starts a supervisor for a loaded swarm (or returns the running one).
+    StartSwarm {
+        swarm: Arc<Swarm>,
+        knowledge: Option<Arc<KnowledgeIndex>>,
+        reply: RpcReplyPort<Result<ActorRef<SupervisorMsg>, String>>,
+    },
+    /// Every provider's health.
+    Health(RpcReplyPort<Vec<HealthReport>>),
+    /// A provider's actor, for tests.
+    Provider {
+        id: ProviderId,
+        reply: RpcReplyPort<Option<ActorRef<ProviderMsg>>>,
+    },
+}
+
+impl Baton {
+    /// Starts the root with a Provider actor per provider of the router's
+    /// pool.
+    pub async fn start(
+        router: Arc<Router>,
+        health: HealthSettings,
+    ) -> Result<(ActorRef<BatonMsg>, JoinHandle<()>), ractor::SpawnErr> {
+        Actor::spawn(None, Baton, BatonArgs { router, health }).await
+    }
+
+    async fn spawn_provider(
+        myself: &ActorRef<BatonMsg>,
+        state: &mut BatonState,
+        index: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let handle = state.router.pool().get(index).clone();
+        let id = handle.id().clone();
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            Provider,
+            ProviderArgs {
+                handle,
+                settings: state.health.clone(),
+                port: state.port.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        state
+            .children
+            .insert(actor.get_id(), Child::Provider(index));
+        state.providers.insert(id, actor);
+        Ok(())
+    }
+
+    async fn spawn_swarm(
+        myself: &ActorRef<BatonMsg>,
+        state: &mut BatonState,
+        swarm: Arc<Swarm>,
+        knowledge: Option<Arc<KnowledgeIndex>>,
+    ) -> Result<ActorRef<SupervisorMsg>, ActorProcessingErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            SwarmSupervisor,
+            SupervisorArgs {
+                swarm: swarm.clone(),
+                router: state.router.clone(),
+                knowledge: knowledge.clone(),
+                hold_down: state.health.hold_down.0,
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        state
+            .port
+            .subscribe(actor.clone(), |change| Some(SupervisorMsg::Health(change)));
+        state.swarms.insert(swarm.name.clone(), actor.clone());
+        state
+            .children
+            .insert(actor.get_id(), Child::Swarm(swarm, knowledge));
+        Ok(actor)
+    }
+}
+
+impl Actor for Baton {
+    type Msg = BatonMsg;
+    type State = BatonState;
+    type Arguments = BatonArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BatonMsg>,
+        args: BatonArgs,
+    ) -> Result<BatonState, ActorProcessingErr> {
+        let mut state = BatonState {
+            router: args.router,
+            health: args.health,
+            port: Arc::new(OutputPort::default()),
+            providers: HashMap::new(),
+            swarms: HashMap::new(),
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+        };
+        for index in 0..state.router.pool().handles().len() {
+            Self::spawn_provider(&myself, &mut state, index).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<BatonMsg>,
+        message: BatonMsg,
+        state: &mut BatonState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BatonMsg::StartSwarm {
+                swarm,
+                knowledge,
+                reply,
+            } => {
+                let result = match state.swarms.get(&swarm.name) {
+                    Some(running) => Ok(running.clone()),
+                    None => Self::spawn_swarm(&myself, state, swarm, knowledge)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(result);
+            }
+            BatonMsg::Health(reply) => {
+                let providers: Vec<ActorRef<ProviderMsg>> =
+                    state.providers.values().cloned().collect();
+                // Asked off the mailbox: a slow provider actor must not
+                // hold the root.
+                tokio::spawn(async move {
+                    let mut reports = Vec::new();
+                    for provider in providers {
+                        if let Ok(ractor::rpc::CallResult::Success(Some(report))) = provider
+                            .call(ProviderMsg::Status, Some(Duration::from_secs(3)))
+                            .await
+                        {
+                            reports.push(report);
+                        }
+                    }
+                    reports.sort_by(|a, b| a.provider.cmp(&b.provider));
+                    let _ = reply.send(reports);
+                });
+            }
+            BatonMsg::Provider { id, reply } => {
+                let _ = reply.send(state.providers.get(&id).cloned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<BatonMsg>,
+        event: SupervisionEvent,
+        state: &mut BatonState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, error) = event else {
+            return Ok(());
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let name = match &child {
+            Child::Provider(index) => format!("provider {}", state.router.pool().get(*index).id()),
+            Child::Swarm(swarm, _) => format!("swarm {}", swarm.name),
+        };
+        if !allow_restart(&mut state.restarts, &name) {
+            tracing::error!(%name, %error, "failed too often; left down");
+            return Ok(());
+        }
+        tracing::warn!(%name, %error, "failed; restarting");
+        match child {
+            Child::Provider(index) => Self::spawn_provider(&myself, state, index).await?,
+            Child::Swarm(swarm, knowledge) => {
+                state.swarms.remove(&swarm.name);
+                Self::spawn_swarm(&myself, state, swarm, knowledge).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn allow_restart(restarts: &mut HashMap<String, Vec<Instant>>, name: &str) -> bool {
+    let now = Instant::now();
+    let recent = restarts.entry(name.to_owned()).or_default();
+    recent.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+    if recent.len() >= MAX_RESTARTS {
+        return false;
+    }
+    recent.push(now);
+    true
+}
+
+/// Asks the root to start (or find) a swarm's supervisor.
+pub async fn start_swarm(
+    baton: &ActorRef<BatonMsg>,
+    swarm: Arc<Swarm>,
+    knowledge: Option<Arc<KnowledgeIndex>>,
+) -> Result<ActorRef<SupervisorMsg>, String> {
+    match baton
+        .call(
+            |reply| BatonMsg::StartSwarm {
+                swarm,
+                knowledge,
+                reply,
+            },
+            Some(Duration::from_secs(30)),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(other) => Err(format!("the root supervisor did not answer: {other:?}")),
+        Err(error) => Err(error.to_string()),
+    }
+}
