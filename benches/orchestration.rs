@@ -3,8 +3,9 @@
 //!
 //! 1. The same question, sequentially: directly through Baton's OpenAI
 //!    client to a zero-latency mock, and through the support-bot swarm
-//!    (supervisor → classifier → worker → prompt assembly → router → the
-//!    same mock). Reports p50/p99 of each and p99(through) − p99(direct).
+//!    under the root actor (supervisor → classifier → worker → prompt
+//!    assembly → router → the provider's handle, watched by its Provider
+//!    and Health actors → the same mock). Reports p50/p99 of each and p99(through) − p99(direct).
 //! 2. 64 concurrent sessions asking through the swarm for a fixed number
 //!    of requests: requests per second.
 //!
@@ -14,7 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton::actor::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
+use baton::actor::baton::{Baton, start_swarm};
+use baton::actor::supervisor::SupervisorMsg;
 use baton::config::{Config, ProviderId};
 use baton::provider::mock::{MockServer, Script};
 use baton::provider::openai::OpenAi;
@@ -22,7 +24,6 @@ use baton::provider::{AttemptDeadline, Backend, ChatRequest, Message, collect};
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
 use baton::template::load_swarm;
-use ractor::Actor;
 
 const SEQUENTIAL: usize = 2_000;
 const SESSIONS: usize = 64;
@@ -51,9 +52,8 @@ fn main() {
         let config = Config::parse(&text, Path::new("bench.toml")).expect("config");
         let swarm = load_swarm(Path::new("agents/support-bot"), &config).expect("swarm").swarm;
         let router = Arc::new(Router::new(&config, Pool::from_config(&config).unwrap()).unwrap());
-        let (supervisor, _) = Actor::spawn(None, SwarmSupervisor, SupervisorArgs { swarm: Arc::new(swarm), router, knowledge: None })
-            .await
-            .expect("supervisor");
+        let (root, _) = Baton::start(router, config.health.clone()).await.expect("root");
+        let supervisor = start_swarm(&root, Arc::new(swarm), None).await.expect("supervisor");
         let direct = OpenAi::new(ProviderId("m".into()), &base, "m", None, Duration::from_secs(1)).unwrap();
         let question = |i: usize| format!("Where can I download invoice number {}?", i % 100);
         let handle = supervisor.clone();

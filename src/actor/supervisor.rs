@@ -98,6 +98,8 @@ pub struct BindingReport {
     pub switches: Vec<Switch>,
     pub switch_count: u64,
     pub unnecessary_count: u64,
+    /// Requests handed to a restarted worker after theirs failed.
+    pub handed_over: u64,
 }
 
 struct Binding {
@@ -138,6 +140,7 @@ pub struct SupervisorState {
     switches: Vec<Switch>,
     switch_count: u64,
     unnecessary_count: u64,
+    handed_over: u64,
 }
 
 pub enum SupervisorMsg {
@@ -206,6 +209,7 @@ impl Actor for SwarmSupervisor {
             switches: Vec::new(),
             switch_count: 0,
             unnecessary_count: 0,
+            handed_over: 0,
         };
         let now = Instant::now();
         for agent in args.swarm.workers() {
@@ -361,6 +365,7 @@ impl Actor for SwarmSupervisor {
                     switches: state.switches.clone(),
                     switch_count: state.switch_count,
                     unnecessary_count: state.unnecessary_count,
+                    handed_over: state.handed_over,
                 });
             }
         }
@@ -435,6 +440,7 @@ impl Actor for SwarmSupervisor {
                 None => {
                     tracing::warn!(trace = %key.0, worker = %agent, "request handed to the restarted worker");
                     pending.handed_over = true;
+                    state.handed_over += 1;
                     pending.chain.pop();
                     dispatch(state, agent.clone(), pending);
                 }

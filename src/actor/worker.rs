@@ -55,9 +55,12 @@ pub struct Job {
 
 pub enum WorkerMsg {
     Ask(Box<Job>),
-    /// Makes the worker panic: supervision is tested with it (and an
-    /// operator can use it to recycle a worker).
-    Crash,
+    /// Makes the worker panic after holding its mailbox for `after`, so
+    /// that requests can queue behind the crash: supervision is tested
+    /// with it (and an operator can use it to recycle a worker).
+    Crash {
+        after: std::time::Duration,
+    },
 }
 
 impl Actor for Worker {
@@ -117,7 +120,10 @@ impl Actor for Worker {
                 });
                 Ok(())
             }
-            WorkerMsg::Crash => panic!("worker `{}` asked to crash", state.agent.id),
+            WorkerMsg::Crash { after } => {
+                tokio::time::sleep(after).await;
+                panic!("worker `{}` asked to crash", state.agent.id)
+            }
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct Stats {
     /// `GET /v1/models` requests: health probes land here, and cost no
     /// tokens.
     pub models_requests: u64,
+    /// The turns of the last chat request, as `user: text` and
+    /// `assistant: text`: what a failover replayed can be read here.
+    pub last_turns: Vec<String>,
 }
 
 /// The full answer the mock gives to `prompt` as the last user message,

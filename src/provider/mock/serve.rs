@@ -359,11 +359,21 @@ async fn chat(
             Duration::ZERO,
         ),
         Ok(conversation) => {
-            *shared
-                .stats()
-                .prompts
-                .entry(conversation.fingerprint())
-                .or_default() += 1;
+            {
+                let mut stats = shared.stats();
+                *stats.prompts.entry(conversation.fingerprint()).or_default() += 1;
+                stats.last_turns = conversation
+                    .turns
+                    .iter()
+                    .map(|turn| {
+                        let role = match turn.role {
+                            answer::Role::User => "user",
+                            answer::Role::Assistant => "assistant",
+                        };
+                        format!("{role}: {}", turn.text)
+                    })
+                    .collect();
+            }
             let mut state = shared.state();
             let fault = choose_fault(&script, endpoint, elapsed, conversation, &mut state.rng);
             let jitter = draw_jitter(settings.jitter, &mut state.rng);
