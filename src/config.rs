@@ -192,6 +192,7 @@ struct RawProvider {
     cost_per_1k_input: Option<Spanned<f64>>,
     cost_per_1k_output: Option<Spanned<f64>>,
     max_concurrency: Option<Spanned<u32>>,
+    max_queue: Option<u32>,
     rpm: Option<u32>,
     tpm: Option<u32>,
     connect_timeout: Option<Spanned<ConfigDuration>>,
@@ -367,6 +368,10 @@ pub struct Provider {
     pub cost: Cost,
     /// Requests in flight at most; `None` is unlimited.
     pub max_concurrency: Option<u32>,
+    /// Requests that may wait for a slot when `max_concurrency` are in
+    /// flight; more are refused at once (and fail over). Default: as many
+    /// as `max_concurrency`.
+    pub max_queue: Option<u32>,
     /// The upstream's requests-per-minute limit, if known.
     pub rpm: Option<u32>,
     /// The upstream's tokens-per-minute limit, if known.
@@ -726,6 +731,7 @@ fn validate_providers(
                     per_1k_output: provider.cost_per_1k_output.map_or(0.0, Spanned::into_inner),
                 },
                 max_concurrency: provider.max_concurrency.map(Spanned::into_inner),
+                max_queue: provider.max_queue,
                 rpm: provider.rpm,
                 tpm: provider.tpm,
                 connect_timeout: provider

@@ -15,6 +15,50 @@ use crate::swarm::{AgentSpec, RuleId, Swarm};
 /// Knowledge passages added to a prompt at most.
 pub const PASSAGES: usize = 3;
 
+/// The part of an agent's system prompt that is the same for every
+/// request: memory, the agent's prompt and the rules that always reach it.
+/// A worker builds it once.
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    text: String,
+    has_rules: bool,
+    rules: Vec<RuleId>,
+}
+
+impl Prefix {
+    pub fn new(swarm: &Swarm, agent: &AgentSpec) -> Prefix {
+        let mut text = String::new();
+        let memory = swarm.memory.text();
+        if !memory.trim().is_empty() {
+            text.push_str(memory.trim());
+            text.push_str("\n\n");
+        }
+        text.push_str(agent.prompt.trim());
+        if !agent.rules.is_empty() {
+            text.push_str(RULES_HEADING);
+        }
+        for &id in &agent.rules {
+            push_rule(&mut text, swarm, id);
+        }
+        Prefix {
+            text,
+            has_rules: !agent.rules.is_empty(),
+            rules: agent.rules.clone(),
+        }
+    }
+}
+
+const RULES_HEADING: &str = "\n\n# Rules\n";
+
+fn push_rule(system: &mut String, swarm: &Swarm, id: RuleId) {
+    let rule = swarm.rule(id);
+    if !rule.body.is_empty() {
+        system.push('\n');
+        system.push_str(rule.body.trim());
+        system.push('\n');
+    }
+}
+
 /// Builds the request a worker sends for `user` after `history`.
 pub fn assemble(
     swarm: &Swarm,
@@ -24,29 +68,30 @@ pub fn assemble(
     history: &[Message],
     user: &str,
 ) -> ChatRequest {
-    let mut system = String::new();
-    let memory = swarm.memory.text();
-    if !memory.trim().is_empty() {
-        system.push_str(memory.trim());
-        system.push_str("\n\n");
-    }
-    system.push_str(agent.prompt.trim());
-    let mut rule_ids: Vec<RuleId> = agent.rules.clone();
-    for id in requested_rules {
-        if !rule_ids.contains(id) {
-            rule_ids.push(*id);
+    let prefix = Prefix::new(swarm, agent);
+    assemble_with(&prefix, swarm, requested_rules, knowledge, history, user)
+}
+
+/// [`assemble`] over a prefix built once.
+pub fn assemble_with(
+    prefix: &Prefix,
+    swarm: &Swarm,
+    requested_rules: &[RuleId],
+    knowledge: Option<&KnowledgeIndex>,
+    history: &[Message],
+    user: &str,
+) -> ChatRequest {
+    let mut system = prefix.text.clone();
+    let mut has_rules = prefix.has_rules;
+    for &id in requested_rules {
+        if prefix.rules.contains(&id) {
+            continue;
         }
-    }
-    if !rule_ids.is_empty() {
-        system.push_str("\n\n# Rules\n");
-        for id in rule_ids {
-            let rule = swarm.rule(id);
-            if !rule.body.is_empty() {
-                system.push('\n');
-                system.push_str(rule.body.trim());
-                system.push('\n');
-            }
+        if !has_rules {
+            system.push_str(RULES_HEADING);
+            has_rules = true;
         }
+        push_rule(&mut system, swarm, id);
     }
     if let Some(index) = knowledge {
         let hits = index.search(user, PASSAGES);

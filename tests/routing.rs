@@ -450,6 +450,49 @@ async fn spills_over_a_saturated_provider_instead_of_queueing() {
 }
 
 #[tokio::test]
+async fn without_spill_over_a_full_queue_refuses_at_once_and_fails_over() {
+    let busy = mock("[server]\nlatency = \"400ms\"\n").await;
+    let spare = healthy().await;
+    let config = config(
+        &[
+            Upstream {
+                extra: "max_concurrency = 1\nmax_queue = 1",
+                ..up("busy", &busy)
+            },
+            up("spare", &spare),
+        ],
+        "spill_over = false",
+        "",
+    );
+    let router = Arc::new(router(&config));
+    let mut running = Vec::new();
+    for text in ["one", "two"] {
+        let router = router.clone();
+        running.push(tokio::spawn(
+            async move { router.complete(ask(text)).await },
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One call in flight, one waiting: the third is refused without
+    // waiting and answered by the next provider.
+    let third = router.complete(ask("three")).await.unwrap();
+    assert_eq!(served_by(&third), "spare");
+    let refusal = third.attempts[0].error.as_ref().unwrap();
+    assert_eq!(refusal.0, "unavailable");
+    assert!(refusal.1.contains("the queue is full"), "{}", refusal.1);
+    assert!(third.attempts[0].latency < Duration::from_millis(50));
+    for task in running {
+        let outcome = task.await.unwrap().unwrap();
+        assert_eq!(
+            served_by(&outcome),
+            "busy",
+            "the queued call waited its turn"
+        );
+    }
+    assert_eq!(busy.stats().requests, 2);
+}
+
+#[tokio::test]
 async fn allowed_domains_are_respected_even_when_only_final_fallbacks_remain() {
     let a = healthy().await;
     let b = healthy().await;

@@ -131,7 +131,9 @@ pub struct SupervisorState {
     workers: HashMap<AgentId, ActorRef<WorkerMsg>>,
     worker_args: HashMap<AgentId, WorkerArgs>,
     restarts: HashMap<AgentId, Vec<Instant>>,
-    sessions: HashMap<String, Vec<Message>>,
+    /// Shared with the requests in flight; an append copies only while
+    /// one of them still holds the old history.
+    sessions: HashMap<String, Arc<Vec<Message>>>,
     pending: HashMap<(TraceId, u64), Pending>,
     next_step: u64,
     bindings: HashMap<AgentId, Binding>,
@@ -490,7 +492,7 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
 fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outcome, AskError>) {
     let result = result.map(|outcome| {
         if let Some(session) = &pending.session {
-            let history = state.sessions.entry(session.clone()).or_default();
+            let history = Arc::make_mut(state.sessions.entry(session.clone()).or_default());
             history.push(Message::user(pending.question.clone()));
             history.push(Message::assistant(outcome.response.text.clone()));
             if history.len() > HISTORY_LIMIT {

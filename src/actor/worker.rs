@@ -41,7 +41,8 @@ pub struct Job {
     /// id stays the same along the chain.
     pub step: u64,
     pub text: String,
-    pub history: Vec<Message>,
+    /// The session so far, shared with the supervisor's copy.
+    pub history: Arc<Vec<Message>>,
     pub requested_rules: Vec<RuleId>,
     /// Tenant or key scope (cached answers never cross it).
     pub scope: String,
@@ -63,31 +64,44 @@ pub enum WorkerMsg {
     },
 }
 
+pub struct WorkerState {
+    args: WorkerArgs,
+    /// The system prompt's fixed part, built once.
+    prefix: context::Prefix,
+}
+
 impl Actor for Worker {
     type Msg = WorkerMsg;
-    type State = WorkerArgs;
+    type State = WorkerState;
     type Arguments = WorkerArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
-    ) -> Result<WorkerArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        Ok(WorkerState {
+            prefix: context::Prefix::new(&args.swarm, &args.agent),
+            args,
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<WorkerMsg>,
         message: WorkerMsg,
-        state: &mut WorkerArgs,
+        state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
+        let WorkerState {
+            args: state,
+            prefix,
+        } = state;
         match message {
             WorkerMsg::Ask(job) => {
                 let job = *job;
-                let request = context::assemble(
+                let request = context::assemble_with(
+                    prefix,
                     &state.swarm,
-                    &state.agent,
                     &job.requested_rules,
                     state.knowledge.as_deref(),
                     &job.history,

@@ -112,7 +112,19 @@ pub struct ProviderHandle {
     health: AtomicU8,
     /// Set by the provider's actor; hears every outcome.
     observer: Mutex<Option<Observer>>,
+    limit: Option<Limit>,
 }
+
+/// `max_concurrency` enforced: a slot per call, a bounded queue for them.
+struct Limit {
+    slots: tokio::sync::Semaphore,
+    max_concurrency: u32,
+    queued: AtomicU32,
+    max_queue: u32,
+}
+
+/// A call's concurrency slot, held until the attempt ends.
+pub type Slot<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
 
 impl std::fmt::Debug for ProviderHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,7 +196,6 @@ impl ProviderHandle {
         let budget = RetryBudget::new(budget).map_err(|e| error(e.to_string()))?;
         let capabilities = spec.capabilities.iter().copied().collect();
         Ok(Self {
-            spec,
             backend,
             domain,
             capabilities,
@@ -194,11 +205,54 @@ impl ProviderHandle {
             recent: Mutex::new(Recent::default()),
             health: AtomicU8::new(HealthState::Healthy.as_u8()),
             observer: Mutex::new(None),
+            limit: spec.max_concurrency.filter(|m| *m > 0).map(|max| Limit {
+                slots: tokio::sync::Semaphore::new(max as usize),
+                max_concurrency: max,
+                queued: AtomicU32::new(0),
+                max_queue: spec.max_queue.unwrap_or(max),
+            }),
+            spec,
         })
     }
 
     pub fn id(&self) -> &ProviderId {
         &self.spec.id
+    }
+
+    /// Waits for a concurrency slot, until `until`. With every slot taken
+    /// and the queue full, refuses at once: the request fails over rather
+    /// than piling up behind a saturated provider.
+    pub async fn slot(&self, until: Instant) -> Result<Slot<'_>, ProviderError> {
+        let Some(limit) = &self.limit else {
+            return Ok(None);
+        };
+        if let Ok(permit) = limit.slots.try_acquire() {
+            return Ok(Some(permit));
+        }
+        let queued = limit.queued.fetch_add(1, Ordering::AcqRel);
+        struct Leave<'a>(&'a AtomicU32);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _leave = Leave(&limit.queued);
+        if queued >= limit.max_queue {
+            return Err(ProviderError::Unavailable(format!(
+                "{} calls in flight (max_concurrency) and {} waiting: the queue is full",
+                limit.max_concurrency, limit.max_queue
+            )));
+        }
+        match tokio::time::timeout_at(until, limit.slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(ProviderError::Unavailable(
+                "the provider is shutting down".into(),
+            )),
+            Err(_) => Err(ProviderError::Unavailable(format!(
+                "no concurrency slot freed before the attempt's deadline ({} in flight)",
+                limit.max_concurrency
+            ))),
+        }
     }
 
     /// The health its Health actor last published (Healthy until one runs).

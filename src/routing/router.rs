@@ -758,23 +758,34 @@ impl Router {
             end: (begin + route.spec.deadlines.attempt).min(total_end),
         };
         let admission = handle.admit(begin);
-        if let Admission::Rejected { .. } = admission {
-            // Another request took the half-open trial between the snapshot
-            // and now: this provider is not called, and nothing is charged
-            // to its health.
-            let error = ProviderError::Unavailable("circuit breaker open".into());
+        let refused = |error: ProviderError| {
             let record = AttemptRecord {
                 provider: handle.id().clone(),
                 reason,
                 started: begin.saturating_duration_since(started),
-                latency: Duration::ZERO,
+                latency: begin.elapsed(),
                 error: Some((error.label().to_owned(), error.to_string())),
                 status: None,
                 usage: None,
                 cancelled: false,
             };
-            return (record, Err(error));
+            (record, Err(error))
+        };
+        if let Admission::Rejected { .. } = admission {
+            // Another request took the half-open trial between the snapshot
+            // and now: this provider is not called, and nothing is charged
+            // to its health.
+            return refused(ProviderError::Unavailable("circuit breaker open".into()));
         }
+        let _slot = match handle.slot(deadline.end).await {
+            Ok(slot) => slot,
+            Err(error) => {
+                if admission == Admission::Trial {
+                    handle.abandon(Instant::now());
+                }
+                return refused(error);
+            }
+        };
         let capped_by_total = begin + route.spec.deadlines.attempt > total_end;
         let guard = handle.begin(begin, admission);
         // Always stream from the upstream, even for a complete answer: only

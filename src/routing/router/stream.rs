@@ -302,6 +302,15 @@ impl Router {
                 Err(error),
             );
         }
+        let _slot = match handle.slot(deadline.end).await {
+            Ok(slot) => slot,
+            Err(error) => {
+                if admission == crate::routing::breaker::Admission::Trial {
+                    handle.abandon(Instant::now());
+                }
+                return (record(begin.elapsed(), Some(&error), None), Err(error));
+            }
+        };
         let guard = handle.begin(begin, admission);
         let upstream = splice.request(&request.request, prefill);
         let mut joiner = Joiner::new(splice);
