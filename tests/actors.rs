@@ -583,3 +583,43 @@ async fn a_delegating_worker_hands_its_result_to_the_next_worker() {
     assert!(handed.split_whitespace().count() >= 20, "{brief}");
     assert!(brief.contains(question), "{brief}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_streams_its_answer_and_a_stream_cut_mid_answer_continues_seamlessly() {
+    let primary = mock("[[fault]]\nkind = \"cut_stream\"\nafter_tokens = 6\n").await;
+    let secondary = mock("").await;
+    let running = start(
+        &config(&primary, &secondary, &Setup::default()),
+        "agents/support-bot",
+    )
+    .await;
+    let question = "Where can I download the invoice PDF for last month?";
+    let (sink, mut received) = tokio::sync::mpsc::channel(64);
+    let answer = ractor::call_t!(
+        running.swarm,
+        |reply| SupervisorMsg::AskStream {
+            text: question.to_owned(),
+            session: None,
+            sink,
+            reply,
+        },
+        10_000
+    )
+    .unwrap()
+    .unwrap();
+    let mut streamed = String::new();
+    let mut finished = 0;
+    while let Some(event) = received.recv().await {
+        match event {
+            baton::provider::StreamEvent::Delta(text) => streamed.push_str(&text),
+            baton::provider::StreamEvent::Finished { .. } => finished += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(finished, 1);
+    assert!(primary.stats().streamed_tokens >= 6);
+    assert_eq!(served(&answer), "secondary", "{:?}", answer.outcome.attempts);
+    // One continuous answer: nothing repeated, nothing missing.
+    assert_eq!(streamed, expected_answer(question, 24));
+    assert_eq!(answer.outcome.response.text, streamed);
+}

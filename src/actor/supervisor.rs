@@ -34,8 +34,8 @@ use super::worker::{Job, Worker, WorkerArgs, WorkerMsg};
 use super::{Answer, AskError};
 use crate::config::ProviderId;
 use crate::knowledge::KnowledgeIndex;
-use crate::provider::Message;
 use crate::provider::extractive::Extractive;
+use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
 use crate::routing::router::{Outcome, RouteError, Router};
 use crate::swarm::classify::{Classification, Classifier};
@@ -120,6 +120,7 @@ struct Pending {
     /// Whether a worker already died holding this request.
     handed_over: bool,
     needs_review: bool,
+    sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
     reply: Option<RpcReplyPort<Result<Answer, AskError>>>,
 }
 
@@ -149,6 +150,14 @@ pub enum SupervisorMsg {
     Ask {
         text: String,
         session: Option<String>,
+        reply: RpcReplyPort<Result<Answer, AskError>>,
+    },
+    /// As `Ask`, with the answer's text streamed to `sink` as it arrives
+    /// (then `Finished`); the reply still carries the whole answer.
+    AskStream {
+        text: String,
+        session: Option<String>,
+        sink: tokio::sync::mpsc::Sender<StreamEvent>,
         reply: RpcReplyPort<Result<Answer, AskError>>,
     },
     /// A worker's routing task finished one step.
@@ -279,38 +288,13 @@ impl Actor for SwarmSupervisor {
                 text,
                 session,
                 reply,
-            } => {
-                let classification = state.classifier.classify(&text);
-                let trace_id = TraceId::new();
-                tracing::info!(trace = %trace_id, worker = %classification.worker, score = classification.score, confidence = classification.confidence, decided_by = ?classification.decided_by, "classified");
-                let history = session
-                    .as_ref()
-                    .and_then(|s| state.sessions.get(s))
-                    .cloned()
-                    .unwrap_or_default();
-                let worker = classification.worker.clone();
-                let job = Job {
-                    trace_id,
-                    step: 0,
-                    text: text.clone(),
-                    history,
-                    requested_rules: classification.requested_rules.clone(),
-                    scope: String::new(),
-                    bound_to: None,
-                    started: Arc::new(AtomicBool::new(false)),
-                };
-                let pending = Pending {
-                    question: text,
-                    session,
-                    classification,
-                    chain: Vec::new(),
-                    job,
-                    handed_over: false,
-                    needs_review: false,
-                    reply: Some(reply),
-                };
-                dispatch(state, worker, pending);
-            }
+            } => accept(state, text, session, None, reply),
+            SupervisorMsg::AskStream {
+                text,
+                session,
+                sink,
+                reply,
+            } => accept(state, text, session, Some(sink), reply),
             SupervisorMsg::Done {
                 trace_id,
                 step,
@@ -459,6 +443,48 @@ fn health_of(router: &Router, provider: &ProviderId) -> HealthState {
         .map_or(HealthState::Down, |i| router.pool().get(i).health())
 }
 
+/// Classifies a new request and sends it to its worker.
+fn accept(
+    state: &mut SupervisorState,
+    text: String,
+    session: Option<String>,
+    sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
+    reply: RpcReplyPort<Result<Answer, AskError>>,
+) {
+    let classification = state.classifier.classify(&text);
+    let trace_id = TraceId::new();
+    tracing::info!(trace = %trace_id, worker = %classification.worker, score = classification.score, confidence = classification.confidence, decided_by = ?classification.decided_by, "classified");
+    let history = session
+        .as_ref()
+        .and_then(|s| state.sessions.get(s))
+        .cloned()
+        .unwrap_or_default();
+    let worker = classification.worker.clone();
+    let job = Job {
+        trace_id,
+        step: 0,
+        text: text.clone(),
+        history,
+        requested_rules: classification.requested_rules.clone(),
+        scope: String::new(),
+        bound_to: None,
+        started: Arc::new(AtomicBool::new(false)),
+        sink: None,
+    };
+    let pending = Pending {
+        question: text,
+        session,
+        classification,
+        chain: Vec::new(),
+        job,
+        handed_over: false,
+        needs_review: false,
+        sink,
+        reply: Some(reply),
+    };
+    dispatch(state, worker, pending);
+}
+
 /// Sends a request's next step to `worker`, keeping a copy until routing
 /// owns it.
 fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) {
@@ -469,6 +495,17 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
         .bindings
         .get(&worker)
         .map(|b| b.chain[b.current].clone());
+    // Only the chain's last step streams to the caller.
+    let delegates = state
+        .swarm
+        .agent(&worker.0)
+        .and_then(|a| a.delegates.first())
+        .is_some_and(|next| *next != worker && !pending.chain.contains(next));
+    pending.job.sink = if delegates {
+        None
+    } else {
+        pending.sink.clone()
+    };
     pending.chain.push(worker.clone());
     let key = (pending.job.trace_id, step);
     let Some(actor) = state.workers.get(&worker) else {

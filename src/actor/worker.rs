@@ -9,7 +9,7 @@ use super::supervisor::SupervisorMsg;
 use crate::config::ProviderId;
 use crate::context;
 use crate::knowledge::KnowledgeIndex;
-use crate::provider::{Backend, Message};
+use crate::provider::{Backend, Message, StreamEvent};
 use crate::routing::router::{RouteRequest, Router};
 use crate::swarm::{AgentSpec, RuleId, Swarm};
 use crate::trace::TraceId;
@@ -52,6 +52,9 @@ pub struct Job {
     /// on it completes or fails by routing's rules, whatever happens to the
     /// worker actor.
     pub started: Arc<AtomicBool>,
+    /// Where the answer streams as it arrives (the last step of a chain
+    /// only); `None`: the answer comes whole.
+    pub sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
 }
 
 pub enum WorkerMsg {
@@ -120,12 +123,15 @@ impl Actor for Worker {
                 job.started.store(true, Ordering::Release);
                 let router = state.router.clone();
                 let supervisor = state.supervisor.clone();
-                let (trace_id, step) = (job.trace_id, job.step);
+                let (trace_id, step, sink) = (job.trace_id, job.step, job.sink);
                 // The upstream call runs on its own task: the mailbox stays
                 // free for the next request, and the request outlives this
                 // actor if it fails meanwhile.
                 tokio::spawn(async move {
-                    let result = router.complete(route_request).await;
+                    let result = match sink {
+                        Some(sink) => router.stream_to(route_request, sink).await,
+                        None => router.complete(route_request).await,
+                    };
                     let _ = supervisor.send_message(SupervisorMsg::Done {
                         trace_id,
                         step,

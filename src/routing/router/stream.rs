@@ -145,6 +145,24 @@ impl Router {
         request: RouteRequest,
         sink: mpsc::Sender<StreamEvent>,
     ) -> Result<Outcome, RouteError> {
+        if request.contract.is_some() {
+            // An answer under a data contract is checked whole before any
+            // of it goes out: a broken one moves to the next provider, and
+            // the caller must not have seen it.
+            let outcome = self.complete(request).await?;
+            for (index, call) in outcome.response.tool_calls.iter().enumerate() {
+                let _ = sink
+                    .send(StreamEvent::ToolCallDelta {
+                        index,
+                        id: Some(call.id.clone()),
+                        name: Some(call.name.clone()),
+                        arguments: call.arguments.clone(),
+                    })
+                    .await;
+            }
+            send_whole(&sink, &outcome.response.text, &outcome.response).await;
+            return Ok(outcome);
+        }
         let Walk {
             route,
             started,
