@@ -618,7 +618,12 @@ async fn a_swarm_streams_its_answer_and_a_stream_cut_mid_answer_continues_seamle
     }
     assert_eq!(finished, 1);
     assert!(primary.stats().streamed_tokens >= 6);
-    assert_eq!(served(&answer), "secondary", "{:?}", answer.outcome.attempts);
+    assert_eq!(
+        served(&answer),
+        "secondary",
+        "{:?}",
+        answer.outcome.attempts
+    );
     // One continuous answer: nothing repeated, nothing missing.
     assert_eq!(streamed, expected_answer(question, 24));
     assert_eq!(answer.outcome.response.text, streamed);

@@ -712,6 +712,26 @@ async fn an_answer_breaking_the_output_schema_moves_to_the_next_provider() {
     assert_eq!(first.stats().requests + second.stats().requests, 2);
 }
 
+#[tokio::test]
+async fn a_streamed_answer_under_a_contract_never_shows_the_caller_a_broken_answer() {
+    let first = healthy().await;
+    let second = healthy().await;
+    let config = config(&[up("first", &first), up("second", &second)], "", "");
+    let schema = serde_json::json!({"type": "object", "required": ["answer"]});
+    let request = RouteRequest {
+        contract: Some(Arc::new(jsonschema::validator_for(&schema).unwrap())),
+        ..ask("give me json")
+    };
+    let (sink, mut events) = tokio::sync::mpsc::channel(64);
+    let error = router(&config).stream_to(request, sink).await.unwrap_err();
+    assert!(matches!(error, RouteError::Exhausted { .. }), "{error}");
+    assert!(
+        events.recv().await.is_none(),
+        "no text of an answer that broke the contract reached the caller"
+    );
+    assert_eq!(first.stats().requests + second.stats().requests, 2);
+}
+
 #[test]
 fn a_json_answer_meeting_the_contract_passes_and_one_missing_a_field_fails() {
     use baton::provider::{ChatResponse, FinishReason};
