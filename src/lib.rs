@@ -14,6 +14,7 @@ pub mod context;
 pub mod diagnostic;
 pub mod knowledge;
 pub mod provider;
+pub mod review;
 pub mod routing;
 pub mod secret;
 pub mod swarm;
