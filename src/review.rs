@@ -595,7 +595,9 @@ mod tests {
         let b = writer.add(new_review("money back")).unwrap();
         let reader = ReviewQueue::open(dir.path());
         assert_eq!(reader.pending().unwrap().len(), 2);
-        let approved = reader.approve(&a.id.0, Some("policy quoted right".into())).unwrap();
+        let approved = reader
+            .approve(&a.id.0, Some("policy quoted right".into()))
+            .unwrap();
         assert_eq!(approved.status, ReviewStatus::Approved);
         writer.reject(&b.id.0, None).unwrap();
         let all = writer.list().unwrap();
@@ -650,7 +652,8 @@ mod tests {
         let queue = ReviewQueue::open(dir.path());
         queue.add(new_review("first")).unwrap();
         let mut file = OpenOptions::new().append(true).open(queue.path()).unwrap();
-        file.write_all(b"{\"event\":\"added\",\"id\":\"rv-").unwrap();
+        file.write_all(b"{\"event\":\"added\",\"id\":\"rv-")
+            .unwrap();
         assert_eq!(queue.list().unwrap().len(), 1);
         queue.add(new_review("second")).unwrap();
         let items = queue.list().unwrap();
@@ -666,7 +669,10 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(queue.path()).unwrap();
         file.write_all(b"{\"event\":\"exploded\"}\n").unwrap();
         let error = queue.list().unwrap_err();
-        assert!(matches!(error, ReviewError::Corrupt { line: 2, .. }), "{error}");
+        assert!(
+            matches!(error, ReviewError::Corrupt { line: 2, .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("reviews.jsonl:2:"), "{error}");
     }
 }

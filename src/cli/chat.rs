@@ -1,4 +1,4 @@
-//! `baton chat SWARM [--session ID]`: a conversation on stdin.
+//! `baton chat SWARM [--session ID] [--json]`: a conversation on stdin.
 //!
 //! One line is one user turn. Each answer goes to stdout; a one-line status
 //! (worker, who served it, fallback, degraded, review, the failover path)
@@ -26,6 +26,10 @@ pub struct Args {
     /// The session the turns belong to (default: a new one).
     #[arg(long, value_name = "ID")]
     session: Option<String>,
+    /// Print each answer as one line of JSON (classification, attempts,
+    /// usage, trace) instead of its text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -68,7 +72,11 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         match runtime.block_on(swarm.ask(text, Some(&session)))? {
             Ok(answer) => {
                 let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{}", answer.outcome.response.text.trim_end())?;
+                if args.json {
+                    writeln!(stdout, "{}", serde_json::to_string(&answer)?)?;
+                } else {
+                    writeln!(stdout, "{}", answer.outcome.response.text.trim_end())?;
+                }
                 stdout.flush()?;
                 eprintln!("{}", show::status_line(&answer));
                 if let Some(id) = show::queue_for_review(&queue, &swarm.name, text, &answer)? {

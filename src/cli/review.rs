@@ -37,7 +37,11 @@ pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     let queue = cli.reviews();
     match command {
         Command::List { all, json } => {
-            let items = if *all { queue.list()? } else { queue.pending()? };
+            let items = if *all {
+                queue.list()?
+            } else {
+                queue.pending()?
+            };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else if items.is_empty() {

@@ -61,9 +61,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Conversation>, Diagnostics> 
         let raw: RawConversation = match serde_json::from_str(line) {
             Ok(raw) => raw,
             Err(error) => {
-                diagnostics.push(
-                    Diagnostic::error(path, json_message(&error)).at(number, error.column()),
-                );
+                diagnostics
+                    .push(Diagnostic::error(path, json_message(&error)).at(number, error.column()));
                 continue;
             }
         };
@@ -165,12 +164,28 @@ mod tests {
                     not json\n\
                     {\"id\": \"d\", \"turns\": [\"ok\", \"  \"]}\n";
         let out = parse(text, Path::new("s.jsonl")).unwrap_err().to_string();
-        assert!(out.contains("s.jsonl:2: error: field `id`: conversation `a` is already defined on line 1"), "{out}");
+        assert!(
+            out.contains(
+                "s.jsonl:2: error: field `id`: conversation `a` is already defined on line 1"
+            ),
+            "{out}"
+        );
         assert!(out.contains("s.jsonl:3:"), "{out}");
         assert!(out.contains("unknown field `turn`"), "{out}");
-        assert!(out.contains("s.jsonl:4: error: field `turns`: conversation `c`: expected at least one turn"), "{out}");
-        assert!(out.contains("s.jsonl:5:2: error: expected a JSON object"), "{out}");
-        assert!(out.contains("s.jsonl:6: error: field `turns`: conversation `d`: turn 2 is empty"), "{out}");
+        assert!(
+            out.contains(
+                "s.jsonl:4: error: field `turns`: conversation `c`: expected at least one turn"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("s.jsonl:5:2: error: expected a JSON object"),
+            "{out}"
+        );
+        assert!(
+            out.contains("s.jsonl:6: error: field `turns`: conversation `d`: turn 2 is empty"),
+            "{out}"
+        );
     }
 
     #[test]

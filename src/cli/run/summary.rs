@@ -190,7 +190,10 @@ impl Summary {
                     attempts
                 }
             };
-            for attempt in attempts.iter().filter(|a| a.error.is_some() && !a.cancelled) {
+            for attempt in attempts
+                .iter()
+                .filter(|a| a.error.is_some() && !a.cancelled)
+            {
                 summary
                     .providers
                     .entry(attempt.provider.0.clone())
