@@ -108,6 +108,20 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// Writes `text` to stdout. A reader that went away (`| head`) is not an
+/// error worth a message: the output was for it alone.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
+    }
+}
+
 impl Cli {
     /// The config as DESIGN.md finds it; its errors are printed in full.
     fn config(&self) -> anyhow::Result<Config> {

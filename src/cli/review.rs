@@ -1,6 +1,7 @@
 //! `baton review list|approve|reject`: the queue of answers that high-stakes
 //! agents gave through a fallback path, in the state directory.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use baton::review::{ReviewItem, ReviewStatus};
@@ -43,7 +44,7 @@ pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
                 queue.pending()?
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&items)?);
+                super::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&items)?))?;
             } else if items.is_empty() {
                 println!(
                     "no {}reviews in {}",
@@ -51,9 +52,11 @@ pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
                     queue.path().display()
                 );
             } else {
+                let mut out = String::new();
                 for item in &items {
-                    print_item(item);
+                    describe(item, &mut out);
                 }
+                super::print_stdout(&out)?;
             }
         }
         Command::Approve(decide) => {
@@ -68,8 +71,10 @@ pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_item(item: &ReviewItem) {
-    println!(
+/// An item as a few lines for people.
+fn describe(item: &ReviewItem, out: &mut String) {
+    let _ = writeln!(
+        out,
         "{}  {}  {}  {}/{}  served by {}{}",
         item.id,
         item.status,
@@ -79,16 +84,17 @@ fn print_item(item: &ReviewItem) {
         item.served_by,
         if item.degraded { " (degraded)" } else { "" }
     );
-    println!("  trace {}", item.trace_id);
+    let _ = writeln!(out, "  trace {}", item.trace_id);
     if let Some(session) = &item.session {
-        println!("  session {session}");
+        let _ = writeln!(out, "  session {session}");
     }
-    println!("  Q: {}", one_line(&item.question, 200));
-    println!("  A: {}", one_line(&item.answer, 200));
+    let _ = writeln!(out, "  Q: {}", one_line(&item.question, 200));
+    let _ = writeln!(out, "  A: {}", one_line(&item.answer, 200));
     if let Some(decision) = &item.decision
         && decision.status != ReviewStatus::Pending
     {
-        println!(
+        let _ = writeln!(
+            out,
             "  {} {}{}",
             decision.status,
             decision.at,

@@ -112,15 +112,16 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            super::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
         } else {
-            print!("{}", summary.table());
+            let mut table = summary.table();
             if summary.queued_for_review > 0 {
-                println!(
-                    "\n{} answer(s) queued for review: baton review list",
+                table.push_str(&format!(
+                    "\n{} answer(s) queued for review: baton review list\n",
                     summary.queued_for_review
-                );
+                ));
             }
+            super::print_stdout(&table)?;
         }
         for failure in &summary.failed {
             eprintln!(
