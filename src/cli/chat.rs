@@ -5,7 +5,8 @@
 //! goes to stderr, so that `baton chat ... < turns.txt > answers.txt` keeps
 //! the answers alone. Every turn is in one session, so the supervisor
 //! replays the conversation so far to whichever provider answers next.
-//! `/quit` or end of input ends the chat.
+//! `/quit` or end of input ends the chat; the exit code is 1 if any turn
+//! got no answer.
 //!
 //! Reading stdin blocks, so it happens on the main thread between turns,
 //! outside the runtime; the actors run on the runtime's worker threads.
@@ -14,7 +15,6 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use baton::trace::TraceId;
 
 use super::launch::launch;
 use super::{Cli, show};
@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let session = args
         .session
         .clone()
-        .unwrap_or_else(|| format!("chat-{}", TraceId::new()));
+        .unwrap_or_else(|| format!("chat-{}", uuid::Uuid::now_v7()));
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(

@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use baton::review::ReviewQueue;
-use baton::trace::TraceId;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -67,7 +66,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         let progress = progress_bar(turns as u64);
         // Sessions are per process today; the run's own prefix keeps them
         // apart from other runs once sessions are durable.
-        let run_id = TraceId::new();
+        let run_id = uuid::Uuid::now_v7();
         let started = Instant::now();
         let concurrency = usize::from(args.concurrency);
         let results: Vec<TurnResult> = futures_util::stream::iter(&conversations)
