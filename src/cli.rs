@@ -6,8 +6,13 @@
 
 mod agents;
 mod ask;
+mod chat;
 mod init;
+mod launch;
 mod mock_provider;
+mod review;
+mod run;
+mod show;
 mod validate;
 
 use std::path::PathBuf;
@@ -16,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use baton::config::Config;
+use baton::review::ReviewQueue;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +33,15 @@ pub struct Cli {
     /// Config file (else $BATON_CONFIG, else ./baton.toml, else the built-in default).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// State directory: the review queue (and, later, the store) live here.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "BATON_STATE",
+        default_value = ".baton"
+    )]
+    state: PathBuf,
     /// More log output on stderr (-v info, -vv debug); BATON_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -42,6 +57,13 @@ enum Command {
     Agents(agents::Args),
     /// Ask a swarm one question: classified, routed, answered.
     Ask(ask::Args),
+    /// Talk to a swarm turn by turn on stdin (piped input works too).
+    Chat(chat::Args),
+    /// Run a script of conversations against a swarm and summarise them.
+    Run(run::Args),
+    /// The review queue: answers of high-stakes agents served by a fallback.
+    #[command(subcommand)]
+    Review(review::Command),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -56,6 +78,9 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Agents(args) => agents::run(&cli, args),
         Command::Ask(args) => ask::run(&cli, args),
+        Command::Chat(args) => chat::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args),
+        Command::Review(command) => review::run(&cli, command),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
@@ -83,9 +108,28 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// Writes `text` to stdout. A reader that went away (`| head`) is not an
+/// error worth a message: the output was for it alone.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
+    }
+}
+
 impl Cli {
     /// The config as DESIGN.md finds it; its errors are printed in full.
     fn config(&self) -> anyhow::Result<Config> {
         Ok(Config::discover(self.config.as_deref())?)
+    }
+
+    /// The review queue in the state directory.
+    fn reviews(&self) -> ReviewQueue {
+        ReviewQueue::open(&self.state)
     }
 }

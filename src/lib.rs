@@ -6,6 +6,8 @@
 //! routing config ([`config`]). Requests go to upstreams through
 //! [`provider`] backends along the fallback chains of [`routing`];
 //! [`knowledge`] indexes a swarm's documents for the extractive surrogate.
+//! The [`actor`]s run a swarm; answers a person should check wait in the
+//! [`review`] queue.
 //! The `baton` binary is a thin command-line shell over it.
 
 pub mod actor;
@@ -14,6 +16,7 @@ pub mod context;
 pub mod diagnostic;
 pub mod knowledge;
 pub mod provider;
+pub mod review;
 pub mod routing;
 pub mod secret;
 pub mod swarm;

@@ -154,6 +154,8 @@ async fn with_every_provider_down_the_surrogate_answers_and_refunds_need_review(
 
 #[test]
 fn baton_ask_answers_offline_from_the_knowledge_base() {
+    // The answer needs review; the queue goes here, not into the repository.
+    let state = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args([
             "ask",
@@ -162,6 +164,7 @@ fn baton_ask_answers_offline_from_the_knowledge_base() {
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("BATON_CONFIG")
+        .env("BATON_STATE", state.path())
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENROUTER_API_KEY")
@@ -177,4 +180,6 @@ fn baton_ask_answers_offline_from_the_knowledge_base() {
     );
     assert!(stderr.contains("worker refunds"), "{stderr}");
     assert!(stderr.contains("extractive surrogate"), "{stderr}");
+    assert!(stderr.contains("queued for review as rv-"), "{stderr}");
+    assert!(state.path().join("reviews.jsonl").is_file());
 }

@@ -1,17 +1,16 @@
-//! `baton ask SWARM "message"`: one question to a swarm.
+//! `baton ask SWARM "message" [--session ID] [--json]`: one question to a
+//! swarm.
+//!
+//! Sessions live in the swarm supervisor's memory for now, so `--session`
+//! only groups turns within one process (durable sessions come with the
+//! store); it is accepted here so that scripts can already pass one.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use baton::actor::baton::{Baton, start_swarm};
-use baton::actor::supervisor::SupervisorMsg;
-use baton::knowledge::KnowledgeIndex;
-use baton::routing::pool::Pool;
-use baton::routing::router::{Router, ServedBy};
-use baton::template;
+use anyhow::Context;
 
-use super::Cli;
+use super::launch::launch;
+use super::{Cli, show};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,89 +18,35 @@ pub struct Args {
     swarm: String,
     /// The question.
     message: String,
+    /// The conversation this turn belongs to.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
     /// Print the answer with its classification, attempts and trace as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let config = cli.config()?;
-    eprint!("{}", config.warnings);
-    let dir = template::resolve_swarm_dir(&args.swarm);
-    let swarm = match template::load_swarm(&dir, &config) {
-        Ok(loaded) => loaded.swarm,
-        Err(error) => {
-            eprint!("{}", error.diagnostics());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let knowledge = if swarm.knowledge.is_empty() {
-        None
-    } else {
-        Some(Arc::new(KnowledgeIndex::build(
-            &dir.join("knowledge"),
-            &swarm.knowledge,
-        )?))
-    };
-    let longest = config
-        .routes
-        .values()
-        .map(|r| r.deadlines.total)
-        .max()
-        .unwrap_or(Duration::from_secs(120));
+    let queue = cli.reviews();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let router = Arc::new(Router::new(&config, Pool::from_config(&config)?)?);
-        let (root, handle) = Baton::start(router, config.health.clone()).await?;
-        let supervisor = start_swarm(&root, Arc::new(swarm), knowledge)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let answer = supervisor
-            .call(
-                |reply| SupervisorMsg::Ask {
-                    text: args.message.clone(),
-                    session: None,
-                    reply,
-                },
-                Some(longest + Duration::from_secs(5)),
-            )
-            .await?;
-        root.stop(None);
-        let _ = handle.await;
-        let answer = match answer {
-            ractor::rpc::CallResult::Success(answer) => answer,
-            other => anyhow::bail!("the swarm did not answer: {other:?}"),
-        };
-        match answer {
+        let swarm = launch(cli, &args.swarm).await?;
+        let answer = swarm.ask(&args.message, args.session.as_deref()).await;
+        let name = swarm.name.clone();
+        swarm.stop().await;
+        match answer? {
             Ok(answer) => {
                 if args.json {
                     println!("{}", serde_json::to_string_pretty(&answer)?);
                 } else {
                     println!("{}", answer.outcome.response.text.trim_end());
-                    let served = match &answer.outcome.served_by {
-                        ServedBy::Provider { id } => format!("provider {id}"),
-                        ServedBy::Cache { age } => format!("cache ({age:?} old)"),
-                        ServedBy::Extractive => "extractive surrogate (knowledge base)".into(),
-                    };
-                    eprintln!(
-                        "\n-- worker {} ({:?}, confidence {:.2}); served by {served}{}{}; trace {}",
-                        answer.classification.worker,
-                        answer.classification.decided_by,
-                        answer.classification.confidence,
-                        if answer.outcome.degraded {
-                            ", degraded"
-                        } else {
-                            ""
-                        },
-                        if answer.needs_review {
-                            ", needs review"
-                        } else {
-                            ""
-                        },
-                        answer.outcome.trace_id
-                    );
+                    eprintln!("\n{}", show::status_line(&answer));
+                }
+                if let Some(id) = show::queue_for_review(&queue, &name, &args.message, &answer)? {
+                    eprintln!("-- queued for review as {id} (baton review list)");
                 }
                 Ok(ExitCode::SUCCESS)
             }

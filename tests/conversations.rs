@@ -1,0 +1,554 @@
+//! Conversations through the real binary against real loopback mock
+//! upstreams: `baton run` over a script (summary counts by path, the
+//! shipped support script, a bad script named by file and line), `baton
+//! chat` on piped stdin (history replayed to the provider), and the review
+//! queue across processes (`ask` queues a high-stakes fallback answer,
+//! `review list/approve/reject` see and decide it).
+//!
+//! Each test starts its own mocks on `127.0.0.1:0`, writes its own config,
+//! and keeps its state directory in a temporary directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use baton::provider::mock::{MockHandle, MockServer, Script, expected_answer};
+use serde_json::Value;
+
+async fn mock(script: &str) -> MockHandle {
+    MockServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Script::from_toml(script, Path::new("t.toml")).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A test's files: config, state directory, scripts.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `baton --config CONFIG --state STATE ARGS...` in the scratch
+    /// directory, with `stdin` piped in, off the async runtime so that the
+    /// in-process mocks keep serving.
+    async fn baton(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command
+            .arg("--config")
+            .arg(self.path("baton.toml"))
+            .arg("--state")
+            .arg(self.path("state"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("BATON_CONFIG")
+            .env_remove("BATON_STATE")
+            .env_remove("BATON_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("the baton binary runs");
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).unwrap();
+            }
+            // Closing stdin is the end of input for `chat`.
+            drop(pipe);
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        )
+    })
+}
+
+/// Settings every test config shares: no retries (each attempt is one
+/// upstream request, so mock counts are exact) and a breaker that never
+/// opens during a test (so a down provider is tried every time).
+const COMMON: &str = "[defaults]\nretries = 0\nfirst_token_timeout = \"2s\"\n\
+    attempt_timeout = \"5s\"\ntotal_timeout = \"10s\"\n\
+    [breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n";
+
+fn provider(name: &str, upstream: &MockHandle) -> String {
+    format!(
+        "[providers.{name}]\nkind = \"openai\"\nmodel = \"m\"\nbase_url = \"{}/v1\"\n\
+         capabilities = [\"chat\", \"tools\", \"json\", \"long-context\", \"streaming\"]\n",
+        upstream.base_url()
+    )
+}
+
+/// A config serving every route the shipped support-bot uses through `chain`.
+fn support_bot_config(providers: &[(&str, &MockHandle)], chain: &[&str]) -> String {
+    let mut config = format!("default_route = \"default\"\n{COMMON}");
+    for (name, upstream) in providers {
+        config.push_str(&provider(name, upstream));
+    }
+    let chain = chain
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for route in [
+        "default",
+        "support",
+        "fast",
+        "sonnet",
+        "opus",
+        "haiku",
+        "knowledge",
+    ] {
+        config.push_str(&format!("[routes.{route}]\nchain = [{chain}]\n"));
+    }
+    config
+}
+
+fn support_bot() -> String {
+    repo().join("agents/support-bot").display().to_string()
+}
+
+/// A swarm whose workers each take a different path, so that a run's
+/// counts say which path served what: `orders` through a healthy first
+/// choice, `refunds` (high stakes) through a fallback provider, `printing`
+/// from the extractive surrogate (an answer, or a refusal), `legacy`
+/// nowhere at all.
+fn write_desk_swarm(scratch: &Scratch) -> PathBuf {
+    let worker = |name: &str, route: &str, stakes: &str, intents: &str| {
+        format!(
+            "---\nname: {name}\ndescription: Handles {name} questions.\nrole: worker\n\
+             route: {route}\nstakes: {stakes}\nintents: [{intents}]\n---\nAnswer {name} questions.\n"
+        )
+    };
+    scratch.write(
+        "desk/supervisor.md",
+        "---\nname: desk\ndescription: Front desk.\nrole: supervisor\nroute: main\n\
+         delegates: [orders, refunds, printing, legacy]\n---\nPick the specialist.\n",
+    );
+    scratch.write(
+        "desk/orders.md",
+        &worker("orders", "main", "low", "order, parcel, shipment"),
+    );
+    scratch.write(
+        "desk/refunds.md",
+        &worker("refunds", "flaky", "high", "refund, \"money back\""),
+    );
+    scratch.write(
+        "desk/printing.md",
+        &worker("printing", "dead", "low", "printer, print, thermal"),
+    );
+    scratch.write(
+        "desk/legacy.md",
+        &worker("legacy", "broken", "low", "fax, telex"),
+    );
+    // The surrogate needs a real knowledge base to answer from.
+    std::fs::create_dir_all(scratch.path("desk/knowledge")).unwrap();
+    for entry in std::fs::read_dir(repo().join("agents/support-bot/knowledge")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            scratch.path("desk/knowledge").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    scratch.path("desk")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_summary_counts_each_path_a_request_took() {
+    let primary = mock("").await;
+    let secondary = mock("").await;
+    let down = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let scratch = Scratch::new();
+    let swarm = write_desk_swarm(&scratch);
+    let mut config = format!("default_route = \"main\"\n{COMMON}");
+    for (name, upstream) in [
+        ("primary", &primary),
+        ("secondary", &secondary),
+        ("down", &down),
+    ] {
+        config.push_str(&provider(name, upstream));
+    }
+    config.push_str(
+        "[routes.main]\nchain = [\"primary\", \"secondary\"]\n\
+         [routes.flaky]\nchain = [\"down\", \"secondary\"]\n\
+         [routes.dead]\nchain = [\"down\"]\nfinal_fallbacks = [\"extractive\"]\n\
+         [routes.broken]\nchain = [\"down\"]\nfinal_fallbacks = []\n",
+    );
+    scratch.write("baton.toml", &config);
+    let script = scratch.write(
+        "desk.jsonl",
+        "# one conversation per worker\n\
+         {\"id\": \"o1\", \"turns\": [\"Where is my order? The parcel shipment is late.\", \"Please check the order shipment again.\"]}\n\
+         {\"id\": \"r1\", \"turns\": [\"I want a refund, money back please.\", \"When will the refund money back arrive?\"]}\n\
+         {\"id\": \"p1\", \"turns\": [\"How do I print labels on a thermal printer?\", \"printer quokka xylophone zebra walrus narwhal\"]}\n\
+         {\"id\": \"l1\", \"turns\": [\"Can I send the fax by telex?\"]}\n",
+    );
+    let output = scratch
+        .baton(
+            &[
+                "run",
+                swarm.to_str().unwrap(),
+                "--script",
+                script.to_str().unwrap(),
+                "--concurrency",
+                "3",
+                "--json",
+            ],
+            None,
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    // The legacy conversation failed: the run says so in its exit code.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let summary = json(&output);
+    assert_eq!(summary["conversations"], 4, "{summary:#}");
+    assert_eq!(summary["requests"], 7, "{summary:#}");
+    assert_eq!(summary["answered"]["total"], 5, "{summary:#}");
+    assert_eq!(summary["answered"]["first_choice"], 2, "{summary:#}");
+    assert_eq!(summary["answered"]["fallback"], 2, "{summary:#}");
+    assert_eq!(summary["answered"]["degraded"], 1, "{summary:#}");
+    assert_eq!(summary["refusals"], 1, "{summary:#}");
+    assert_eq!(summary["failures"], 1, "{summary:#}");
+    assert_eq!(summary["needs_review"], 2, "{summary:#}");
+    assert_eq!(summary["queued_for_review"], 2, "{summary:#}");
+    assert_eq!(summary["failed"][0]["conversation"], "l1");
+    assert!(stderr.contains("failed: l1 turn 1: "), "{stderr}");
+
+    let workers = &summary["workers"];
+    assert_eq!(workers["orders"]["answered"], 2, "{summary:#}");
+    assert_eq!(workers["refunds"]["answered"], 2, "{summary:#}");
+    assert_eq!(workers["refunds"]["needs_review"], 2, "{summary:#}");
+    assert_eq!(workers["printing"]["answered"], 1, "{summary:#}");
+    assert_eq!(workers["printing"]["refusals"], 1, "{summary:#}");
+    let providers = &summary["providers"];
+    assert_eq!(providers["primary"]["served"], 2, "{summary:#}");
+    assert_eq!(providers["secondary"]["served"], 2, "{summary:#}");
+    assert_eq!(providers["extractive"]["served"], 2, "{summary:#}");
+    assert_eq!(providers["down"]["failed_attempts"], 5, "{summary:#}");
+    assert!(summary["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        summary["latency_ms"]["p50"].as_f64() <= summary["latency_ms"]["p99"].as_f64(),
+        "{summary:#}"
+    );
+
+    // The upstreams agree with the summary, request for request.
+    assert_eq!(primary.stats().requests, 2);
+    assert_eq!(secondary.stats().requests, 2);
+    assert_eq!(down.stats().requests, 5);
+
+    // Both refunds answers are waiting for a person.
+    let listed = scratch.baton(&["review", "list", "--json"], None).await;
+    let items = json(&listed);
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items.iter().all(|i| i["worker"] == "refunds"
+        && i["served_by"] == "secondary"
+        && i["swarm"] == "desk"
+        && i["status"] == "pending"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_support_script_runs_clean_against_a_healthy_upstream() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("mock", &upstream)], &["mock"]),
+    );
+    let script = repo().join("examples/scripts/support.jsonl");
+    let script_text = std::fs::read_to_string(&script).unwrap();
+    let conversations: Vec<Value> = script_text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let turns: usize = conversations
+        .iter()
+        .map(|c| c["turns"].as_array().unwrap().len())
+        .sum();
+    assert!(conversations.len() >= 20);
+    for topic in ["billing-", "technical-", "account-", "refund-"] {
+        assert!(
+            conversations
+                .iter()
+                .any(|c| c["id"].as_str().unwrap().starts_with(topic)),
+            "no {topic} conversation"
+        );
+    }
+    let output = scratch
+        .baton(
+            &["run", &support_bot(), "--script", script.to_str().unwrap()],
+            None,
+        )
+        .await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    let row = |label: &str| -> usize {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` row in\n{stdout}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!(row("requests"), turns, "{stdout}");
+    assert_eq!(row("answered"), turns, "{stdout}");
+    assert_eq!(row("  by first choice"), turns, "{stdout}");
+    assert_eq!(row("failures"), 0, "{stdout}");
+    assert_eq!(row("needs review"), 0, "{stdout}");
+    assert!(stdout.contains("latency             p50 "), "{stdout}");
+    for worker in ["billing", "technical", "account", "refunds"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(worker)),
+            "no row for {worker}:\n{stdout}"
+        );
+    }
+    assert_eq!(upstream.stats().requests, turns as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_script_is_refused_with_its_file_and_line_before_any_request() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("mock", &upstream)], &["mock"]),
+    );
+    let script = scratch.write(
+        "bad.jsonl",
+        "{\"id\": \"ok\", \"turns\": [\"Where is my invoice?\"]}\n\
+         {\"id\": \"typo\", \"turn\": [\"Where is my invoice?\"]}\n\
+         {\"id\": \"ok\", \"turns\": [\"again\"]}\n",
+    );
+    let output = scratch
+        .baton(
+            &["run", &support_bot(), "--script", script.to_str().unwrap()],
+            None,
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl:2:") && stderr.contains("unknown field `turn`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "bad.jsonl:3: error: field `id`: conversation `ok` is already defined on line 1"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("has 2 error(s)"), "{stderr}");
+    assert_eq!(upstream.stats().requests, 0, "nothing was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("mock", &upstream)], &["mock"]),
+    );
+    let first = "My card was declined when paying the invoice";
+    let second = "Which cards do you accept?";
+
+    // Plain text: each answer on stdout, a status line per turn on stderr.
+    let output = scratch
+        .baton(
+            &["chat", &support_bot()],
+            Some(&format!("{first}\n\n{second}\n/quit\nnever asked\n")),
+        )
+        .await;
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}\n{}\n",
+            expected_answer(first, 24).trim_end(),
+            expected_answer(second, 24).trim_end()
+        )
+    );
+    assert_eq!(stderr.matches("-- worker billing").count(), 2, "{stderr}");
+    assert!(stderr.contains("served by provider mock"), "{stderr}");
+    assert_eq!(upstream.stats().requests, 2, "`/quit` ended the chat");
+    upstream.reset_stats();
+
+    // As JSON, to read what the provider counted.
+    let output = scratch
+        .baton(
+            &["chat", &support_bot(), "--json", "--session", "s-1"],
+            Some(&format!("{first}\n{second}\n")),
+        )
+        .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let turns: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[1]["session"], "s-1");
+    let fresh = scratch
+        .baton(&["ask", &support_bot(), second, "--json"], None)
+        .await;
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    let fresh = json(&fresh);
+
+    // The second turn's prompt is the fresh question's prompt plus the
+    // first exchange, word for word (the mock counts words as tokens).
+    let input = |answer: &Value| {
+        answer["outcome"]["response"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let first_exchange = (first.split_whitespace().count() + 24) as u64;
+    assert_eq!(input(&turns[1]), input(&fresh) + first_exchange);
+    // Three different prompts reached the upstream: had the history been
+    // dropped, the second turn would have repeated the fresh question's.
+    let stats = upstream.stats();
+    assert_eq!(stats.requests, 3);
+    assert_eq!(stats.prompts.len(), 3, "{:?}", stats.prompts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_process() {
+    let primary = mock("[[fault]]\nkind = \"refuse\"\n").await;
+    let secondary = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(
+            &[("primary", &primary), ("secondary", &secondary)],
+            &["primary", "secondary"],
+        ),
+    );
+    let question = "How long is the refund window on yearly plans?";
+    let output = scratch
+        .baton(&["ask", &support_bot(), question], None)
+        .await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        text(&output.stdout).trim_end(),
+        expected_answer(question, 24).trim_end()
+    );
+    assert!(stderr.contains("-- worker refunds"), "{stderr}");
+    assert!(
+        stderr.contains("served by provider secondary, fallback, needs review"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failover primary (connect) → secondary"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("queued for review as rv-"), "{stderr}");
+    assert_eq!(secondary.stats().requests, 1);
+
+    // A low-stakes answer through the same fallback is not queued.
+    let billing = scratch
+        .baton(
+            &[
+                "ask",
+                &support_bot(),
+                "Where can I download my invoice PDF?",
+            ],
+            None,
+        )
+        .await;
+    assert!(billing.status.success());
+    assert!(!text(&billing.stderr).contains("queued for review"));
+
+    let listed = scratch.baton(&["review", "list", "--json"], None).await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let items = json(&listed);
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let item = &items[0];
+    assert_eq!(item["status"], "pending");
+    assert_eq!(item["worker"], "refunds");
+    assert_eq!(item["swarm"], "support-bot");
+    assert_eq!(item["served_by"], "secondary");
+    assert_eq!(item["question"], question);
+    assert_eq!(item["answer"], expected_answer(question, 24));
+    assert!(item["trace_id"].as_str().unwrap().len() == 36);
+    let id = item["id"].as_str().unwrap();
+
+    let unknown = scratch
+        .baton(&["review", "approve", "rv-0000000000"], None)
+        .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("no review `rv-0000000000`"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    let approved = scratch
+        .baton(
+            &["review", "approve", id, "-m", "policy quoted correctly"],
+            None,
+        )
+        .await;
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    assert_eq!(text(&approved.stdout).trim(), format!("{id} approved"));
+
+    let pending = json(&scratch.baton(&["review", "list", "--json"], None).await);
+    assert_eq!(pending.as_array().unwrap().len(), 0, "{pending:#}");
+    let all = json(
+        &scratch
+            .baton(&["review", "list", "--all", "--json"], None)
+            .await,
+    );
+    assert_eq!(all[0]["status"], "approved");
+    assert_eq!(all[0]["decision"]["note"], "policy quoted correctly");
+
+    // A decision is final.
+    let again = scratch.baton(&["review", "reject", id], None).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already approved"),
+        "{}",
+        text(&again.stderr)
+    );
+}
