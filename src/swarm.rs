@@ -53,6 +53,20 @@ pub enum Stakes {
     High,
 }
 
+/// When a worker's answer goes on to its first delegate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handoff {
+    /// Only when the answer asks for it with a line `handoff: NAME`
+    /// naming one of its delegates (a specialist passing on a question
+    /// outside its remit).
+    #[default]
+    WhenAsked,
+    /// Every answer: the worker is one step of a pipeline (a researcher
+    /// whose passages an answerer writes from).
+    Always,
+}
+
 /// What a model must be able to do for an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -130,6 +144,7 @@ pub struct AgentSpec {
     pub template: Option<String>,
     pub output_schema: Option<Value>,
     pub delegates: Vec<AgentId>,
+    pub handoff: Handoff,
     /// The system prompt, after template inheritance.
     pub prompt: String,
     /// Front-matter fields Baton does not interpret, kept as written.

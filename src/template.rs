@@ -274,6 +274,7 @@ fn merge_draft(parent: AgentDraft, child: AgentDraft) -> AgentDraft {
         intents: child.intents.or(parent.intents),
         requires: child.requires.or(parent.requires),
         stakes: child.stakes.or(parent.stakes),
+        handoff: child.handoff.or(parent.handoff),
         template: child.template,
         output_schema: child.output_schema.or(parent.output_schema),
         // Delegates and manual rules name agents and rules of the child's
@@ -453,6 +454,7 @@ fn build_agents(
                 template: draft.template.map(|t| t.value),
                 output_schema: draft.output_schema,
                 delegates,
+                handoff: draft.handoff.unwrap_or_default(),
                 prompt: draft.body.trim().to_owned(),
                 extra: draft.extra,
                 source: draft.path,

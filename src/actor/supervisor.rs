@@ -39,7 +39,7 @@ use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
 use crate::routing::router::{Outcome, RouteError, Router};
 use crate::swarm::classify::{Classification, Classifier};
-use crate::swarm::{AgentId, Stakes, Swarm};
+use crate::swarm::{AgentId, AgentSpec, Handoff, Stakes, Swarm};
 use crate::trace::TraceId;
 
 /// Restarts of one worker allowed per [`RESTART_WINDOW`]; past that the
@@ -315,17 +315,16 @@ impl Actor for SwarmSupervisor {
                 pending.needs_review |=
                     spec.is_some_and(|a| a.stakes == Stakes::High) && outcome.fallback;
                 let next = spec
-                    .and_then(|a| a.delegates.first())
-                    .filter(|next| !pending.chain.contains(next))
-                    .cloned();
+                    .and_then(|a| next_step(a, &outcome.response.text))
+                    .filter(|(next, _)| !pending.chain.contains(next));
                 match next {
-                    Some(next) => {
+                    Some((next, brief)) => {
                         // The next worker gets the question and this step's
                         // result as its brief, with the same history.
                         pending.job.text = format!(
                             "{}\n\n## Handoff from {agent}\n{}",
                             pending.question,
-                            outcome.response.text.trim_end()
+                            brief.trim_end()
                         );
                         pending.job.started = Arc::new(AtomicBool::new(false));
                         pending.handed_over = false;
@@ -436,6 +435,42 @@ impl Actor for SwarmSupervisor {
     }
 }
 
+/// Where a worker's answer goes next, with the brief it carries: its first
+/// delegate for a pipeline step; for the others, the delegate its answer
+/// names on a `handoff: NAME` line (the line is not part of the brief).
+fn next_step(agent: &AgentSpec, answer: &str) -> Option<(AgentId, String)> {
+    match agent.handoff {
+        Handoff::Always => agent
+            .delegates
+            .first()
+            .map(|next| (next.clone(), answer.to_owned())),
+        Handoff::WhenAsked => {
+            let mut named = None;
+            let mut brief = String::new();
+            for line in answer.lines() {
+                let asked = line
+                    .trim()
+                    .split_once(':')
+                    .filter(|(key, _)| key.trim().eq_ignore_ascii_case("handoff"))
+                    .and_then(|(_, name)| {
+                        agent
+                            .delegates
+                            .iter()
+                            .find(|d| d.0.eq_ignore_ascii_case(name.trim()))
+                    });
+                match asked {
+                    Some(next) if named.is_none() => named = Some(next.clone()),
+                    _ => {
+                        brief.push_str(line);
+                        brief.push('\n');
+                    }
+                }
+            }
+            named.map(|next| (next, brief))
+        }
+    }
+}
+
 fn health_of(router: &Router, provider: &ProviderId) -> HealthState {
     router
         .pool()
@@ -495,13 +530,16 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
         .bindings
         .get(&worker)
         .map(|b| b.chain[b.current].clone());
-    // Only the chain's last step streams to the caller.
-    let delegates = state
+    // A pipeline step's text is a brief for the next worker, not the
+    // caller's answer; a worker that may hand off streams (what it says
+    // before a handoff is part of the answer).
+    let pipeline = state
         .swarm
         .agent(&worker.0)
+        .filter(|a| a.handoff == Handoff::Always)
         .and_then(|a| a.delegates.first())
         .is_some_and(|next| *next != worker && !pending.chain.contains(next));
-    pending.job.sink = if delegates {
+    pending.job.sink = if pipeline {
         None
     } else {
         pending.sink.clone()
@@ -687,4 +725,40 @@ fn switch(
         unnecessary: false,
         when: Some(now),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG};
+    use crate::template::load_swarm;
+
+    fn agent(swarm: &str, name: &str) -> AgentSpec {
+        let config = Config::parse(DEFAULT_CONFIG, Path::new("baton.toml")).unwrap();
+        let swarm = load_swarm(&Path::new("agents").join(swarm), &config)
+            .unwrap()
+            .swarm;
+        swarm.agent(name).unwrap().clone()
+    }
+
+    #[test]
+    fn a_pipeline_step_always_hands_on_its_whole_answer() {
+        let researcher = agent("knowledge-qa", "researcher");
+        let (next, brief) = next_step(&researcher, "[a.md#x] passage").unwrap();
+        assert_eq!(next.0, "answerer");
+        assert_eq!(brief, "[a.md#x] passage");
+    }
+
+    #[test]
+    fn a_specialist_hands_off_only_when_its_answer_names_a_delegate() {
+        let refunds = agent("support-bot", "refunds");
+        assert_eq!(next_step(&refunds, "Refunds take 5-10 days."), None);
+        assert_eq!(next_step(&refunds, "handoff: technical"), None, "not a delegate");
+        let (next, brief) =
+            next_step(&refunds, "That is an invoice question.\nHandoff: Billing\n").unwrap();
+        assert_eq!(next.0, "billing");
+        assert_eq!(brief, "That is an invoice question.\n");
+    }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::fields::{self, Located, error_at, located, warning_at};
 use super::frontmatter::{self, Document};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::swarm::{Capability, Role, Stakes};
+use crate::swarm::{Capability, Handoff, Role, Stakes};
 
 /// Fields kept quietly in `extra`: Claude Code's that Baton does not use,
 /// and Baton's own that are read where they are used.
@@ -48,6 +48,7 @@ pub struct AgentDraft {
     pub template: Option<Located<String>>,
     pub output_schema: Option<Value>,
     pub delegates: Option<Vec<Located<String>>>,
+    pub handoff: Option<Handoff>,
     pub rules: Option<Vec<Located<String>>>,
     pub extra: Map<String, Value>,
     pub body: String,
@@ -125,6 +126,13 @@ fn interpret(path: &Path, document: Document, diagnostics: &mut Diagnostics) -> 
                         path,
                         field,
                         &[("low", Stakes::Low), ("high", Stakes::High)],
+                    )?
+                }
+                "handoff" => {
+                    draft.handoff = fields::one_of(
+                        path,
+                        field,
+                        &[("when-asked", Handoff::WhenAsked), ("always", Handoff::Always)],
                     )?
                 }
                 "template" => draft.template = template_ref(path, field)?,
