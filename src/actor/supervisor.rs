@@ -50,6 +50,10 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Session turns kept for replay (user and assistant messages).
 pub const HISTORY_LIMIT: usize = 40;
 
+/// Sessions kept in memory; past this the least recently used is dropped
+/// (durable sessions come with the store).
+pub const MAX_SESSIONS: usize = 10_000;
+
 /// Switches kept for `status` (the counters keep counting past it).
 const SWITCH_LOG: usize = 1000;
 
@@ -109,6 +113,12 @@ struct Binding {
     last_switch: Option<Instant>,
 }
 
+#[derive(Default)]
+struct Session {
+    history: Arc<Vec<Message>>,
+    used: u64,
+}
+
 /// A request from acceptance to its answer.
 struct Pending {
     question: String,
@@ -134,7 +144,9 @@ pub struct SupervisorState {
     restarts: HashMap<AgentId, Vec<Instant>>,
     /// Shared with the requests in flight; an append copies only while
     /// one of them still holds the old history.
-    sessions: HashMap<String, Arc<Vec<Message>>>,
+    sessions: HashMap<String, Session>,
+    /// Counts uses, to find the least recently used session.
+    session_clock: u64,
     pending: HashMap<(TraceId, u64), Pending>,
     next_step: u64,
     bindings: HashMap<AgentId, Binding>,
@@ -176,6 +188,10 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Option<ActorRef<WorkerMsg>>>,
     },
     Bindings(RpcReplyPort<BindingReport>),
+    /// A conversation ended: its history is dropped.
+    Forget {
+        session: String,
+    },
 }
 
 impl SwarmSupervisor {
@@ -213,6 +229,7 @@ impl Actor for SwarmSupervisor {
             worker_args: HashMap::new(),
             restarts: HashMap::new(),
             sessions: HashMap::new(),
+            session_clock: 0,
             pending: HashMap::new(),
             next_step: 0,
             bindings: HashMap::new(),
@@ -312,8 +329,11 @@ impl Actor for SwarmSupervisor {
                     }
                 };
                 let spec = state.swarm.agent(&agent.0);
-                pending.needs_review |=
-                    spec.is_some_and(|a| a.stakes == Stakes::High) && outcome.fallback;
+                // A refusal gave the customer nothing to check: only an
+                // answer through a fallback path waits for a person.
+                pending.needs_review |= spec.is_some_and(|a| a.stakes == Stakes::High)
+                    && outcome.fallback
+                    && !outcome.refusal;
                 let next = spec
                     .and_then(|a| next_step(a, &outcome.response.text))
                     .filter(|(next, _)| !pending.chain.contains(next));
@@ -337,6 +357,9 @@ impl Actor for SwarmSupervisor {
             SupervisorMsg::Rebalance => fail_back(state),
             SupervisorMsg::Worker { agent, reply } => {
                 let _ = reply.send(state.workers.get(&agent).cloned());
+            }
+            SupervisorMsg::Forget { session } => {
+                state.sessions.remove(&session);
             }
             SupervisorMsg::Bindings(reply) => {
                 let mut bindings: Vec<(AgentId, ProviderId)> = state
@@ -492,7 +515,7 @@ fn accept(
     let history = session
         .as_ref()
         .and_then(|s| state.sessions.get(s))
-        .cloned()
+        .map(|s| s.history.clone())
         .unwrap_or_default();
     let worker = classification.worker.clone();
     let job = Job {
@@ -539,11 +562,7 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
         .filter(|a| a.handoff == Handoff::Always)
         .and_then(|a| a.delegates.first())
         .is_some_and(|next| *next != worker && !pending.chain.contains(next));
-    pending.job.sink = if pipeline {
-        None
-    } else {
-        pending.sink.clone()
-    };
+    pending.job.sink = if pipeline { None } else { pending.sink.clone() };
     pending.chain.push(worker.clone());
     let key = (pending.job.trace_id, step);
     let Some(actor) = state.workers.get(&worker) else {
@@ -563,11 +582,29 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
     state.pending.insert(key, pending);
 }
 
+/// A full table is rare and the scan is short next to a model call.
+fn evict_oldest_session(state: &mut SupervisorState) {
+    let oldest = state
+        .sessions
+        .iter()
+        .min_by_key(|(_, s)| s.used)
+        .map(|(id, _)| id.clone());
+    if let Some(oldest) = oldest {
+        state.sessions.remove(&oldest);
+    }
+}
+
 /// Answers the caller and remembers the exchange in its session.
 fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outcome, AskError>) {
     let result = result.map(|outcome| {
         if let Some(session) = &pending.session {
-            let history = Arc::make_mut(state.sessions.entry(session.clone()).or_default());
+            if state.sessions.len() >= MAX_SESSIONS && !state.sessions.contains_key(session) {
+                evict_oldest_session(state);
+            }
+            state.session_clock += 1;
+            let entry = state.sessions.entry(session.clone()).or_default();
+            entry.used = state.session_clock;
+            let history = Arc::make_mut(&mut entry.history);
             history.push(Message::user(pending.question.clone()));
             history.push(Message::assistant(outcome.response.text.clone()));
             if history.len() > HISTORY_LIMIT {
@@ -755,7 +792,11 @@ mod tests {
     fn a_specialist_hands_off_only_when_its_answer_names_a_delegate() {
         let refunds = agent("support-bot", "refunds");
         assert_eq!(next_step(&refunds, "Refunds take 5-10 days."), None);
-        assert_eq!(next_step(&refunds, "handoff: technical"), None, "not a delegate");
+        assert_eq!(
+            next_step(&refunds, "handoff: technical"),
+            None,
+            "not a delegate"
+        );
         let (next, brief) =
             next_step(&refunds, "That is an invoice question.\nHandoff: Billing\n").unwrap();
         assert_eq!(next.0, "billing");

@@ -18,8 +18,8 @@ use baton::knowledge::KnowledgeIndex;
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
 use baton::template;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
+use ractor::rpc::CallResult;
 use tokio::task::JoinHandle;
 
 use super::Cli;
@@ -122,6 +122,13 @@ impl Running {
                 anyhow::bail!("the swarm supervisor stopped before answering")
             }
         }
+    }
+
+    /// Drops a finished conversation's history.
+    pub fn forget(&self, session: &str) {
+        let _ = self.supervisor.send_message(SupervisorMsg::Forget {
+            session: session.to_owned(),
+        });
     }
 
     /// Stops the root (every actor is linked under it and stops with it)

@@ -173,6 +173,8 @@ async fn converse(
             reply,
         });
     }
+    // The conversation is over: its history need not stay in memory.
+    swarm.forget(&session);
     results
 }
 

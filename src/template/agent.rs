@@ -132,7 +132,10 @@ fn interpret(path: &Path, document: Document, diagnostics: &mut Diagnostics) -> 
                     draft.handoff = fields::one_of(
                         path,
                         field,
-                        &[("when-asked", Handoff::WhenAsked), ("always", Handoff::Always)],
+                        &[
+                            ("when-asked", Handoff::WhenAsked),
+                            ("always", Handoff::Always),
+                        ],
                     )?
                 }
                 "template" => draft.template = template_ref(path, field)?,
