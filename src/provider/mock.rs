@@ -204,11 +204,12 @@ impl MockHandle {
     }
 
     pub fn stats(&self) -> Stats {
-        self.shared.stats().clone()
+        self.shared.snapshot()
     }
 
     pub fn reset_stats(&self) {
         *self.shared.stats() = Stats::default();
+        *self.shared.last_conversation() = None;
     }
 
     /// Replaces the script and restarts its clock.
@@ -244,6 +245,7 @@ struct Shared {
     refusing: watch::Sender<bool>,
     cancel: CancellationToken,
     next_id: std::sync::atomic::AtomicU64,
+    last_conversation: Mutex<Option<answer::Conversation>>,
 }
 
 struct ScriptState {
@@ -274,6 +276,7 @@ impl Shared {
             refusing: watch::Sender::new(false),
             cancel: CancellationToken::new(),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            last_conversation: Mutex::new(None),
         }
     }
 
@@ -287,6 +290,31 @@ impl Shared {
     fn stats(&self) -> MutexGuard<'_, Stats> {
         // Counters only: a poisoned lock at worst lost one increment.
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn last_conversation(&self) -> MutexGuard<'_, Option<answer::Conversation>> {
+        self.last_conversation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counters, with the last conversation's turns written out.
+    fn snapshot(&self) -> Stats {
+        let mut stats = self.stats().clone();
+        if let Some(conversation) = self.last_conversation().as_ref() {
+            stats.last_turns = conversation
+                .turns
+                .iter()
+                .map(|turn| {
+                    let role = match turn.role {
+                        answer::Role::User => "user",
+                        answer::Role::Assistant => "assistant",
+                    };
+                    format!("{role}: {}", turn.text)
+                })
+                .collect();
+        }
+        stats
     }
 
     fn set_script(&self, script: Script) {

@@ -38,6 +38,20 @@ pub enum Role {
     Assistant,
 }
 
+/// Words separated by ASCII whitespace. Byte-wise, because the mock counts
+/// every prompt of every benchmark request and should cost next to
+/// nothing; Unicode spaces (rare in prompts) do not split.
+fn count_words(text: &str) -> usize {
+    let mut words = 0;
+    let mut in_word = false;
+    for byte in text.bytes() {
+        let space = byte.is_ascii_whitespace();
+        words += usize::from(!space && !in_word);
+        in_word = !space;
+    }
+    words
+}
+
 /// What the mock will say to a conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -91,11 +105,11 @@ impl Conversation {
     /// Words in the whole prompt: the mock's token count for usage and the
     /// context limit.
     pub fn prompt_tokens(&self) -> u32 {
-        let words = self.system.split_whitespace().count()
+        let words = count_words(&self.system)
             + self
                 .turns
                 .iter()
-                .map(|t| t.text.split_whitespace().count())
+                .map(|t| count_words(&t.text))
                 .sum::<usize>();
         u32::try_from(words).unwrap_or(u32::MAX)
     }

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::Shared;
+use super::{Shared, Stats};
 use super::answer::{self, Conversation, Reply, ToolCallReply};
 use super::script::{Endpoint, Fault, FaultKind, HANG_CAP, Script, ServerSettings};
 use super::wire::{self, Finish};
@@ -233,9 +233,11 @@ async fn handle(
                 }),
             ))
         }
-        (Method::GET, "/stats") => Ok(json_response(StatusCode::OK, &json!(*shared.stats()))),
+        (Method::GET, "/stats") => Ok(json_response(StatusCode::OK, &json!(shared.snapshot()))),
         (Method::POST, "/stats/reset") => {
-            let before = std::mem::take(&mut *shared.stats());
+            let before = shared.snapshot();
+            *shared.stats() = Stats::default();
+            *shared.last_conversation() = None;
             Ok(json_response(StatusCode::OK, &json!(before)))
         }
         (Method::PUT, "/script") => {
@@ -352,6 +354,7 @@ async fn chat(
         (state.script.clone(), state.started.elapsed())
     };
     let settings = &script.server;
+    let prompt_tokens = parsed.as_ref().map_or(0, Conversation::prompt_tokens);
     let (label, decision, jitter) = match &parsed {
         Err(bad) => (
             "bad_request",
@@ -362,28 +365,24 @@ async fn chat(
             {
                 let mut stats = shared.stats();
                 *stats.prompts.entry(conversation.fingerprint()).or_default() += 1;
-                stats.last_turns = conversation
-                    .turns
-                    .iter()
-                    .map(|turn| {
-                        let role = match turn.role {
-                            answer::Role::User => "user",
-                            answer::Role::Assistant => "assistant",
-                        };
-                        format!("{role}: {}", turn.text)
-                    })
-                    .collect();
             }
             let mut state = shared.state();
             let fault = choose_fault(&script, endpoint, elapsed, conversation, &mut state.rng);
             let jitter = draw_jitter(settings.jitter, &mut state.rng);
             drop(state);
-            let (label, decision) = decide(conversation, fault, settings, elapsed);
+            let (label, decision) = decide(conversation, fault, settings, elapsed, prompt_tokens);
             (label, decision, jitter)
         }
     };
     outcome(label);
     let conversation_for_reply = parsed.unwrap_or_default();
+    let (stream, include_usage) = (
+        conversation_for_reply.stream,
+        conversation_for_reply.include_usage,
+    );
+    // Kept whole for `/stats` (`last_turns`), which formats it only when
+    // asked: a benchmark's mock should not pay for it per request.
+    *shared.last_conversation() = Some(conversation_for_reply);
     let replier = Replier {
         shared: shared.clone(),
         endpoint,
@@ -393,9 +392,9 @@ async fn chat(
             Endpoint::Anthropic => format!("msg_mock{id:012x}"),
         },
         model: settings.model.clone(),
-        prompt_tokens: conversation_for_reply.prompt_tokens(),
-        stream: conversation_for_reply.stream,
-        include_usage: conversation_for_reply.include_usage,
+        prompt_tokens,
+        stream,
+        include_usage,
     };
     match decision {
         Decision::Reset => {
@@ -475,9 +474,9 @@ fn decide(
     fault: Option<&Fault>,
     settings: &ServerSettings,
     elapsed: Duration,
+    prompt: u32,
 ) -> (&'static str, Decision) {
     let label = fault.map_or("ok", |f| f.kind.label());
-    let prompt = conversation.prompt_tokens();
     let context_error = |limit: u32| {
         (
             "context_length",
@@ -970,7 +969,13 @@ mod tests {
         )
         .unwrap();
         let c = conversation(&[(Role::User, "hello")], &["search"]);
-        let (label, decision) = decide(&c, script.faults.first(), &script.server, Duration::ZERO);
+        let (label, decision) = decide(
+            &c,
+            script.faults.first(),
+            &script.server,
+            Duration::ZERO,
+            c.prompt_tokens(),
+        );
         assert_eq!(label, "cut_tool_call");
         let Decision::Answer(plan) = decision else {
             panic!("expected an answer")
@@ -987,7 +992,13 @@ mod tests {
         )
         .unwrap();
         let c = conversation(&[(Role::User, "one two three")], &[]);
-        let (label, decision) = decide(&c, script.faults.first(), &script.server, Duration::ZERO);
+        let (label, decision) = decide(
+            &c,
+            script.faults.first(),
+            &script.server,
+            Duration::ZERO,
+            c.prompt_tokens(),
+        );
         assert_eq!(label, "context_length");
         assert!(matches!(
             decision,
