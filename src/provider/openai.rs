@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::http::{self, excerpt};
 use super::sse::{Decoder, SseEvent, event_stream};
@@ -57,7 +57,7 @@ impl OpenAi {
         })
     }
 
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+    fn post(&self, body: &OutRequest<'_>) -> reqwest::RequestBuilder {
         self.authorized(self.client.post(&self.endpoint).json(body))
     }
 
@@ -68,64 +68,120 @@ impl OpenAi {
         }
     }
 
-    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    MessageRole::System => "system",
-                    MessageRole::User => "user",
-                    MessageRole::Assistant => "assistant",
-                    MessageRole::Tool => "tool",
-                };
-                let mut message = json!({ "role": role, "content": m.content });
-                if !m.tool_calls.is_empty() {
-                    message["tool_calls"] = m
-                        .tool_calls
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "id": c.id,
-                                "type": "function",
-                                "function": { "name": c.name, "arguments": c.arguments },
-                            })
-                        })
-                        .collect();
-                }
-                if let Some(id) = &m.tool_call_id {
-                    message["tool_call_id"] = json!(id);
-                }
-                message
-            })
-            .collect();
-        let mut body = json!({ "model": self.model, "messages": messages, "stream": stream });
-        if let Some(max) = request.max_tokens {
-            body["max_tokens"] = json!(max);
-        }
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        if !request.stop.is_empty() {
-            body["stop"] = json!(request.stop);
-        }
-        if !request.tools.is_empty() {
-            body["tools"] = request
+    fn body<'a>(&'a self, request: &'a ChatRequest, stream: bool) -> OutRequest<'a> {
+        OutRequest {
+            model: &self.model,
+            messages: request.messages.iter().map(OutMessage::from).collect(),
+            stream,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stop: &request.stop,
+            tools: request
                 .tools
                 .iter()
-                .map(|t| {
-                    json!({
-                        "type": "function",
-                        "function": { "name": t.name, "description": t.description, "parameters": t.parameters },
-                    })
+                .map(|t| OutTool {
+                    kind: "function",
+                    function: OutFunction {
+                        name: &t.name,
+                        description: &t.description,
+                        parameters: &t.parameters,
+                    },
                 })
-                .collect();
+                .collect(),
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
         }
-        if stream {
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        body
     }
+}
+
+/// The Chat Completions request body, borrowing from the request: a prompt
+/// of many kilobytes is serialised once, not copied into a JSON tree first.
+#[derive(Serialize)]
+struct OutRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OutToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> From<&'a super::Message> for OutMessage<'a> {
+    fn from(m: &'a super::Message) -> Self {
+        OutMessage {
+            role: match m.role {
+                MessageRole::System => "system",
+                MessageRole::User => "user",
+                MessageRole::Assistant => "assistant",
+                MessageRole::Tool => "tool",
+            },
+            content: &m.content,
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| OutToolCall {
+                    id: &c.id,
+                    kind: "function",
+                    function: OutCall {
+                        name: &c.name,
+                        arguments: &c.arguments,
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OutToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutCall<'a>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
 }
 
 impl Backend for OpenAi {

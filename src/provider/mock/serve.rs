@@ -34,10 +34,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Shared, Stats};
 use super::answer::{self, Conversation, Reply, ToolCallReply};
 use super::script::{Endpoint, Fault, FaultKind, HANG_CAP, Script, ServerSettings};
 use super::wire::{self, Finish};
+use super::{Shared, Stats};
 
 /// Request bodies larger than this are refused (the real APIs cap them too).
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
