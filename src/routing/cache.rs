@@ -54,14 +54,28 @@ impl Fingerprint {
             stop: &request.stop,
             tools: &request.tools,
         };
-        // Serialising plain data to a Vec cannot fail; an empty input would
-        // still give a well-defined (if shared) key.
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        Fingerprint(Sha256::digest(&bytes).into())
+        // Serialised straight into the hash: a long prompt is not copied
+        // into a buffer first. Writing plain data into a hasher cannot fail.
+        let mut hasher = HashWriter(Sha256::new());
+        let _ = serde_json::to_writer(&mut hasher, &canonical);
+        Fingerprint(hasher.0.finalize().into())
     }
 
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
