@@ -748,23 +748,30 @@ impl Replier {
             frames.push(Frame::immediate(wire::sse(None, "[DONE]")));
             return frames;
         }
-        let units: Vec<Value> = match &plan.tool_call {
-            Some(call) => answer::argument_pieces(&call.arguments)
-                .iter()
-                .map(|p| wire::openai_tool_call_piece(p))
-                .collect(),
-            None => plan
-                .tokens
-                .iter()
-                .map(|t| json!({ "content": t }))
-                .collect(),
+        let cut = match &plan.tool_call {
+            Some(call) => frames.tokens(
+                answer::argument_pieces(&call.arguments).iter().map(|p| {
+                    data(wire::openai_chunk(
+                        &ids,
+                        wire::openai_tool_call_piece(p),
+                        None,
+                    ))
+                }),
+                plan,
+            ),
+            None => {
+                // Every text chunk is the same JSON around its token: built
+                // once, so a benchmark's mock spends next to nothing per token.
+                let template = wire::ChunkTemplate::new(&ids);
+                frames.tokens(
+                    plan.tokens
+                        .iter()
+                        .map(|t| wire::sse(None, &template.with(t))),
+                    plan,
+                )
+            }
         };
-        if frames.tokens(
-            units
-                .into_iter()
-                .map(|u| data(wire::openai_chunk(&ids, u, None))),
-            plan,
-        ) {
+        if cut {
             return frames;
         }
         frames.push(Frame::immediate(data(wire::openai_chunk(

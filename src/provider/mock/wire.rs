@@ -272,6 +272,36 @@ pub fn openai_chunk(ids: &OpenaiIds, delta: Value, finish: Option<Finish>) -> Va
     })
 }
 
+/// [`openai_chunk`] for a text delta, with the JSON around the token
+/// serialised once.
+pub struct ChunkTemplate {
+    before: String,
+    after: String,
+}
+
+impl ChunkTemplate {
+    const MARK: &'static str = "@@token@@";
+
+    pub fn new(ids: &OpenaiIds) -> ChunkTemplate {
+        let whole = openai_chunk(ids, json!({ "content": Self::MARK }), None).to_string();
+        let quoted = format!("\"{}\"", Self::MARK);
+        let (before, after) = whole.split_once(&quoted).expect("the mark is in the chunk");
+        ChunkTemplate {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        }
+    }
+
+    pub fn with(&self, token: &str) -> String {
+        let mut chunk =
+            String::with_capacity(self.before.len() + token.len() + 2 + self.after.len());
+        chunk.push_str(&self.before);
+        chunk.push_str(&Value::from(token).to_string());
+        chunk.push_str(&self.after);
+        chunk
+    }
+}
+
 /// The chunk that opens a streamed tool call: id, name, empty arguments.
 pub fn openai_tool_call_start(call: &ToolCallReply) -> Value {
     let mut first = openai_tool_call(call, "");
@@ -524,6 +554,20 @@ pub fn sse(event: Option<&str>, data: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_chunk_from_the_template_is_the_chunk_built_whole() {
+        let ids = OpenaiIds {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            model: "m".into(),
+        };
+        let template = ChunkTemplate::new(&ids);
+        for token in ["plain ", "quote \" and \\ back", "new\nline", "ünï"] {
+            let built: Value = serde_json::from_str(&template.with(token)).unwrap();
+            assert_eq!(built, openai_chunk(&ids, json!({ "content": token }), None));
+        }
+    }
+
     use super::*;
 
     #[test]
