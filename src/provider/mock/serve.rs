@@ -929,10 +929,20 @@ fn frames_body(shared: Arc<Shared>, frames: Frames) -> Body {
                     if !frame.delay.is_zero() {
                         tokio::time::sleep(frame.delay).await;
                     }
-                    if frame.token {
-                        shared.stats().streamed_tokens += 1;
+                    // Frames due at once go out in one write, as a server
+                    // with no wait between tokens would send them.
+                    let mut tokens = u64::from(frame.token);
+                    let mut bytes = frame.bytes;
+                    if frames.items.front().is_some_and(|f| f.delay.is_zero()) {
+                        let mut joined = bytes::BytesMut::from(&bytes[..]);
+                        while let Some(next) = frames.items.pop_front_if(|f| f.delay.is_zero()) {
+                            tokens += u64::from(next.token);
+                            joined.extend_from_slice(&next.bytes);
+                        }
+                        bytes = joined.freeze();
                     }
-                    Some((Ok(frame.bytes), (frames, shared, false)))
+                    shared.stats().streamed_tokens += tokens;
+                    Some((Ok(bytes), (frames, shared, false)))
                 }
                 None if frames.cut => {
                     tokio::time::sleep(FLUSH_BEFORE_CUT).await;
