@@ -2,7 +2,8 @@
 //! swarm.
 //!
 //! 1. The same question, sequentially: directly through Baton's OpenAI
-//!    client to a zero-latency mock, and through the support-bot swarm
+//!    client to a zero-latency mock (sending the request the billing worker
+//!    would assemble, so both carry the same prompt), and through the support-bot swarm
 //!    under the root actor (supervisor → classifier → worker → prompt
 //!    assembly → router → the provider's handle, watched by its Provider
 //!    and Health actors → the same mock). Reports p50/p99 of each and p99(through) − p99(direct).
@@ -20,7 +21,7 @@ use baton::actor::supervisor::SupervisorMsg;
 use baton::config::{Config, ProviderId};
 use baton::provider::mock::{MockServer, Script};
 use baton::provider::openai::OpenAi;
-use baton::provider::{AttemptDeadline, Backend, ChatRequest, Message, collect};
+use baton::provider::{AttemptDeadline, Backend, collect};
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
 use baton::template::load_swarm;
@@ -51,9 +52,15 @@ fn main() {
         }
         let config = Config::parse(&text, Path::new("bench.toml")).expect("config");
         let swarm = load_swarm(Path::new("agents/support-bot"), &config).expect("swarm").swarm;
+        let swarm_for_prompts = swarm.clone();
         let router = Arc::new(Router::new(&config, Pool::from_config(&config).unwrap()).unwrap());
         let (root, _) = Baton::start(router, config.health.clone()).await.expect("root");
         let supervisor = start_swarm(&root, Arc::new(swarm), None).await.expect("supervisor");
+        // The direct call sends the very request the billing worker
+        // assembles, so that the difference is the orchestration and not
+        // the mock reading a longer prompt.
+        let billing = swarm_for_prompts.agent("billing").expect("billing").clone();
+        let direct_request = |text: String| baton::context::assemble(&swarm_for_prompts, &billing, &[], None, &[], &text);
         let direct = OpenAi::new(ProviderId("m".into()), &base, "m", None, Duration::from_secs(1)).unwrap();
         let question = |i: usize| format!("Where can I download invoice number {}?", i % 100);
         let handle = supervisor.clone();
@@ -68,13 +75,13 @@ fn main() {
 
         for i in 0..200 {
             ask(question(i), None).await;
-            let request = ChatRequest { messages: vec![Message::user(question(i))], ..ChatRequest::default() };
+            let request = direct_request(question(i));
             collect(direct.stream(&request, AttemptDeadline::new(Duration::from_secs(5), Duration::from_secs(10))).await.unwrap()).await.unwrap();
         }
         let mut direct_times = Vec::with_capacity(SEQUENTIAL);
         let mut swarm_times = Vec::with_capacity(SEQUENTIAL);
         for i in 0..SEQUENTIAL {
-            let request = ChatRequest { messages: vec![Message::user(question(i))], ..ChatRequest::default() };
+            let request = direct_request(question(i));
             let start = Instant::now();
             collect(direct.stream(&request, AttemptDeadline::new(Duration::from_secs(5), Duration::from_secs(10))).await.unwrap()).await.unwrap();
             direct_times.push(start.elapsed());

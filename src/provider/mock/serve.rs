@@ -935,7 +935,10 @@ fn frames_body(shared: Arc<Shared>, frames: Frames) -> Body {
                     let mut bytes = frame.bytes;
                     if frames.items.front().is_some_and(|f| f.delay.is_zero()) {
                         let mut joined = bytes::BytesMut::from(&bytes[..]);
-                        while let Some(next) = frames.items.pop_front_if(|f| f.delay.is_zero()) {
+                        while frames.items.front().is_some_and(|f| f.delay.is_zero()) {
+                            let Some(next) = frames.items.pop_front() else {
+                                break;
+                            };
                             tokens += u64::from(next.token);
                             joined.extend_from_slice(&next.bytes);
                         }
