@@ -89,7 +89,7 @@ impl Actor for SwarmSupervisor {
             )) as Arc<dyn crate::provider::Backend>
         });
         let mut state = SupervisorState {
-            classifier: Classifier::new(&args.swarm),
+            classifier: Classifier::new(&args.swarm, args.knowledge.as_deref()),
             workers: HashMap::new(),
             worker_args: HashMap::new(),
             restarts: HashMap::new(),
