@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use baton::config::{Config, DEFAULT_CONFIG};
+use baton::knowledge::KnowledgeIndex;
 use baton::swarm::classify::Classifier;
 use baton::template::load_swarm;
 
@@ -13,7 +14,10 @@ fn main() {
     let swarm = load_swarm(Path::new("agents/support-bot"), &config)
         .expect("swarm")
         .swarm;
-    let classifier = Classifier::new(&swarm);
+    let knowledge =
+        KnowledgeIndex::build(Path::new("agents/support-bot/knowledge"), &swarm.knowledge)
+            .expect("knowledge");
+    let classifier = Classifier::new(&swarm, Some(&knowledge));
     let text = std::fs::read_to_string("tests/data/support-intents.tsv").expect("labelled set");
     let questions: Vec<String> = text
         .lines()

@@ -138,6 +138,9 @@ pub struct AgentSpec {
     /// Claude Code's `model` as written (VS Code agents may list several).
     pub model: Vec<String>,
     pub intents: Vec<String>,
+    /// Requests this agent should answer, written as customers would: the
+    /// classifier's nearest neighbours.
+    pub examples: Vec<String>,
     pub requires: Vec<Capability>,
     pub stakes: Stakes,
     /// `<blueprint>/<agent>` this agent inherits from.

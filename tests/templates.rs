@@ -96,6 +96,7 @@ fn support_bot_loads_with_its_workers_rules_and_high_stakes_refunds() {
             .unwrap_or_else(|| panic!("worker {worker}"));
         assert_eq!(agent.role, Role::Worker);
         assert!(!agent.intents.is_empty());
+        assert!(agent.examples.len() >= 100, "{worker} examples");
         assert!(agent.route.0 == "support", "{worker} route {}", agent.route);
     }
     assert_eq!(swarm.agent("refunds").unwrap().stakes, Stakes::High);

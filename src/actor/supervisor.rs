@@ -223,7 +223,7 @@ impl Actor for SwarmSupervisor {
         let mut state = SupervisorState {
             swarm: args.swarm.clone(),
             router: args.router.clone(),
-            classifier: Classifier::new(&args.swarm),
+            classifier: Classifier::new(&args.swarm, args.knowledge.as_deref()),
             hold_down: args.hold_down,
             workers: HashMap::new(),
             worker_args: HashMap::new(),

@@ -143,6 +143,9 @@ fn agent(out: &mut String, swarm: &Swarm, agent: &AgentSpec) {
             truncate(&agent.intents.join(", "), 100)
         );
     }
+    if !agent.examples.is_empty() {
+        let _ = writeln!(out, "      examples: {}", agent.examples.len());
+    }
     if !agent.requires.is_empty() {
         let requires: Vec<&str> = agent.requires.iter().map(|c| c.as_str()).collect();
         let _ = writeln!(out, "      requires: {}", requires.join(", "));

@@ -43,6 +43,7 @@ pub struct AgentDraft {
     pub model: Option<Located<Vec<String>>>,
     pub route: Option<Located<String>>,
     pub intents: Option<Vec<String>>,
+    pub examples: Option<Vec<String>>,
     pub requires: Option<Vec<Capability>>,
     pub stakes: Option<Stakes>,
     pub template: Option<Located<String>>,
@@ -120,6 +121,7 @@ fn interpret(path: &Path, document: Document, diagnostics: &mut Diagnostics) -> 
                             .collect(),
                     )
                 }
+                "examples" => draft.examples = Some(fields::text_list(path, field)?),
                 "requires" => draft.requires = Some(capabilities(path, field)?),
                 "stakes" => {
                     draft.stakes = fields::one_of(
@@ -331,6 +333,28 @@ mod tests {
         assert!(
             message.contains("field `output_schema`: not a valid JSON Schema"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn examples_keep_their_commas_and_must_be_text() {
+        let (draft, d) = read_ok(
+            "---\nname: billing\nexamples:\n  - \"Hi, where is my invoice?\"\n  - Can I pay by SEPA\n---\nbody",
+        );
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(
+            draft.examples.unwrap(),
+            ["Hi, where is my invoice?", "Can I pay by SEPA"]
+        );
+        let mut d = Diagnostics::new();
+        read(
+            Path::new("a.md"),
+            "---\nname: a\nexamples:\n  - q: nested\n---\nbody",
+            &mut d,
+        );
+        assert_eq!(
+            d.iter().next().expect("an error").to_string(),
+            "a.md:3:10: error: field `examples`: expected a list of text items, found a mapping in it"
         );
     }
 

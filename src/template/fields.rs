@@ -138,6 +138,40 @@ pub fn list(path: &Path, field: &Field) -> Result<Vec<String>, Diagnostic> {
     }
 }
 
+/// A list of prose items, each kept whole: unlike [`list`], commas belong
+/// to the text (an example request is a sentence). One string is a list of
+/// one; null is the empty list; blank items are dropped.
+pub fn text_list(path: &Path, field: &Field) -> Result<Vec<String>, Diagnostic> {
+    let items = match &field.value {
+        Value::Array(items) => items.as_slice(),
+        Value::Null => &[],
+        single => std::slice::from_ref(single),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let text = match item {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => continue,
+            other => {
+                return Err(error_at(
+                    path,
+                    field,
+                    format!(
+                        "expected a list of text items, found {} in it",
+                        describe(other)
+                    ),
+                ));
+            }
+        };
+        if !text.is_empty() {
+            out.push(text);
+        }
+    }
+    Ok(out)
+}
+
 /// Splits at commas outside braces and parentheses, so that a glob such as
 /// `**/*.{ts,tsx}` and a tool such as `Bash(git add:*, git commit:*)` stay
 /// whole.
@@ -233,6 +267,29 @@ mod tests {
         assert_eq!(
             list(p, &field("Read, Bash(git add:*, git commit:*)".into())).unwrap(),
             ["Read", "Bash(git add:*, git commit:*)"]
+        );
+    }
+
+    #[test]
+    fn text_lists_keep_commas_inside_items() {
+        let p = Path::new("a.md");
+        assert_eq!(
+            text_list(
+                p,
+                &field(serde_json::json!(["Hi, I was charged twice", " ", "2"]))
+            )
+            .unwrap(),
+            ["Hi, I was charged twice", "2"]
+        );
+        assert_eq!(
+            text_list(p, &field("Where is my invoice, please?".into())).unwrap(),
+            ["Where is my invoice, please?"]
+        );
+        assert!(text_list(p, &field(Value::Null)).unwrap().is_empty());
+        let error = text_list(p, &field(serde_json::json!([{"q": "a"}]))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a.md:3:8: error: field `tools`: expected a list of text items, found a mapping in it"
         );
     }
 

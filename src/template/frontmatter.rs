@@ -102,6 +102,7 @@ const KNOWN_KEYS: &[&str] = &[
     "role",
     "route",
     "intents",
+    "examples",
     "requires",
     "stakes",
     "template",
