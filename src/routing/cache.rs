@@ -1,14 +1,17 @@
 //! The stale-if-error response cache: the first of a route's final
 //! fallbacks, consulted only when every remote provider failed.
 //!
-//! Entries are keyed by a [`Fingerprint`]: SHA-256 over a canonical JSON
+//! Entries are keyed by a [`Fingerprint`]: SHA-256 over a canonical
 //! encoding of (scope, route, messages, parameters). The scope is the tenant
 //! or virtual key the request was made under, so one tenant never gets
-//! another's answer; it is part of the hashed text, not a prefix that could
-//! be confused. Canonical JSON: struct fields in declaration order, object
-//! keys sorted (serde_json's default map), floats written by serde_json.
-//! The encoding starts with a version number so that a persisted cache (a
-//! later issue keeps it in sled) can change format safely.
+//! another's answer. The encoding frames every field (a tag, a length, the
+//! bytes), so no two different requests encode alike: a scope cannot run
+//! into a route, nor one message into the next. Tool parameters (JSON
+//! Schemas) are written as serde_json writes them, keys sorted. It starts
+//! with a version tag so that a persisted cache (a later issue keeps it in
+//! sled) can change format safely. It is hashed field by field rather than
+//! serialised first: every request is fingerprinted, and its prompt may be
+//! many kilobytes.
 //!
 //! Entries expire after the TTL; the oldest are evicted beyond
 //! `max_entries`. A served entry reports its age, and responses built from
@@ -18,47 +21,44 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::provider::{ChatRequest, ChatResponse, Message, ToolSpec};
+use crate::provider::{ChatRequest, ChatResponse, Message, MessageRole, ToolSpec};
 use crate::swarm::RouteName;
 
 /// The identity of a request for caching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-#[derive(Serialize)]
-struct Canonical<'a> {
-    version: u32,
-    scope: &'a str,
-    route: &'a str,
-    messages: &'a [Message],
-    max_tokens: Option<u32>,
-    temperature: Option<f32>,
-    stop: &'a [String],
-    tools: &'a [ToolSpec],
-}
-
 impl Fingerprint {
     /// The fingerprint of `request` on `route` under `scope` (tenant or key).
     pub fn of(scope: &str, route: &RouteName, request: &ChatRequest) -> Fingerprint {
-        let canonical = Canonical {
-            version: 1,
-            scope,
-            route: &route.0,
-            messages: &request.messages,
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            stop: &request.stop,
-            tools: &request.tools,
-        };
-        // Serialised straight into the hash: a long prompt is not copied
-        // into a buffer first. Writing plain data into a hasher cannot fail.
-        let mut hasher = HashWriter(Sha256::new());
-        let _ = serde_json::to_writer(&mut hasher, &canonical);
-        Fingerprint(hasher.0.finalize().into())
+        let mut hash = Framed(Sha256::new());
+        hash.0.update(b"baton-cache-key/2");
+        hash.bytes(b's', scope.as_bytes());
+        hash.bytes(b'r', route.0.as_bytes());
+        hash.count(b'm', request.messages.len());
+        for message in &request.messages {
+            hash.message(message);
+        }
+        match request.max_tokens {
+            Some(max) => hash.bytes(b'x', &max.to_le_bytes()),
+            None => hash.0.update(b"-x"),
+        }
+        match request.temperature {
+            Some(t) => hash.bytes(b't', &t.to_bits().to_le_bytes()),
+            None => hash.0.update(b"-t"),
+        }
+        hash.count(b'p', request.stop.len());
+        for stop in &request.stop {
+            hash.bytes(b'q', stop.as_bytes());
+        }
+        hash.count(b'o', request.tools.len());
+        for tool in &request.tools {
+            hash.tool(tool);
+        }
+        Fingerprint(hash.0.finalize().into())
     }
 
     pub fn hex(&self) -> String {
@@ -66,16 +66,48 @@ impl Fingerprint {
     }
 }
 
-struct HashWriter(Sha256);
+/// Writes tagged, length-prefixed fields into the hash.
+struct Framed(Sha256);
 
-impl std::io::Write for HashWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl Framed {
+    fn bytes(&mut self, tag: u8, bytes: &[u8]) {
+        self.0.update([tag]);
+        self.0.update((bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
-        Ok(bytes.len())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn count(&mut self, tag: u8, n: usize) {
+        self.0.update([tag]);
+        self.0.update((n as u64).to_le_bytes());
+    }
+
+    fn message(&mut self, message: &Message) {
+        let role = match message.role {
+            MessageRole::System => b"system".as_slice(),
+            MessageRole::User => b"user",
+            MessageRole::Assistant => b"assistant",
+            MessageRole::Tool => b"tool",
+        };
+        self.bytes(b'R', role);
+        self.bytes(b'C', message.content.as_bytes());
+        self.count(b'T', message.tool_calls.len());
+        for call in &message.tool_calls {
+            self.bytes(b'i', call.id.as_bytes());
+            self.bytes(b'n', call.name.as_bytes());
+            self.bytes(b'a', call.arguments.as_bytes());
+        }
+        match &message.tool_call_id {
+            Some(id) => self.bytes(b'I', id.as_bytes()),
+            None => self.0.update(b"-I"),
+        }
+    }
+
+    fn tool(&mut self, tool: &ToolSpec) {
+        self.bytes(b'N', tool.name.as_bytes());
+        self.bytes(b'D', tool.description.as_bytes());
+        // Serialising a JSON value to bytes cannot fail.
+        let parameters = serde_json::to_vec(&tool.parameters).unwrap_or_default();
+        self.bytes(b'P', &parameters);
     }
 }
 
