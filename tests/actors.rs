@@ -129,6 +129,37 @@ async fn ask(running: &Running, text: &str, session: Option<&str>) -> Result<Ans
     .expect("the supervisor answers")
 }
 
+/// Asks with the answer streamed; reads the stream while the request runs.
+async fn ask_streaming(running: &Running, question: &str) -> (Answer, String, usize) {
+    let (sink, mut received) = tokio::sync::mpsc::channel(4);
+    let reading = tokio::spawn(async move {
+        let mut streamed = String::new();
+        let mut finished = 0;
+        while let Some(event) = received.recv().await {
+            match event {
+                baton::provider::StreamEvent::Delta(text) => streamed.push_str(&text),
+                baton::provider::StreamEvent::Finished { .. } => finished += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (streamed, finished)
+    });
+    let answer = ractor::call_t!(
+        running.swarm,
+        |reply| SupervisorMsg::AskStream {
+            text: question.to_owned(),
+            session: None,
+            sink,
+            reply,
+        },
+        10_000
+    )
+    .unwrap()
+    .unwrap();
+    let (streamed, finished) = reading.await.unwrap();
+    (answer, streamed, finished)
+}
+
 fn served(answer: &Answer) -> String {
     match &answer.outcome.served_by {
         ServedBy::Provider { id } => id.0.clone(),
@@ -594,28 +625,7 @@ async fn a_swarm_streams_its_answer_and_a_stream_cut_mid_answer_continues_seamle
     )
     .await;
     let question = "Where can I download the invoice PDF for last month?";
-    let (sink, mut received) = tokio::sync::mpsc::channel(64);
-    let answer = ractor::call_t!(
-        running.swarm,
-        |reply| SupervisorMsg::AskStream {
-            text: question.to_owned(),
-            session: None,
-            sink,
-            reply,
-        },
-        10_000
-    )
-    .unwrap()
-    .unwrap();
-    let mut streamed = String::new();
-    let mut finished = 0;
-    while let Some(event) = received.recv().await {
-        match event {
-            baton::provider::StreamEvent::Delta(text) => streamed.push_str(&text),
-            baton::provider::StreamEvent::Finished { .. } => finished += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (answer, streamed, finished) = ask_streaming(&running, question).await;
     assert_eq!(finished, 1);
     assert!(primary.stats().streamed_tokens >= 6);
     assert_eq!(
@@ -627,4 +637,23 @@ async fn a_swarm_streams_its_answer_and_a_stream_cut_mid_answer_continues_seamle
     // One continuous answer: nothing repeated, nothing missing.
     assert_eq!(streamed, expected_answer(question, 24));
     assert_eq!(answer.outcome.response.text, streamed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_may_hand_off_streams_its_final_answer_once() {
+    let primary = mock("").await;
+    let secondary = mock("").await;
+    let running = start(
+        &config(&primary, &secondary, &Setup::default()),
+        "agents/support-bot",
+    )
+    .await;
+    let question = "How long is the refund window on yearly plans?";
+    let (answer, streamed, finished) = ask_streaming(&running, question).await;
+    assert_eq!(answer.classification.worker.0, "refunds");
+    let chain: Vec<&str> = answer.chain.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(chain, ["refunds"], "no handoff was asked for");
+    assert_eq!(finished, 1);
+    assert_eq!(streamed, answer.outcome.response.text);
+    assert_eq!(streamed, expected_answer(question, 24));
 }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::config::{HealthSettings, ProbeKind, ProviderId};
 use crate::provider::{AttemptDeadline, ChatRequest, Message, ProviderError};
 use crate::routing::breaker::{Admission, BreakerSnapshot, BreakerState};
-use crate::routing::pool::{HealthState, Observed, ProviderHandle};
+use crate::routing::pool::{HealthState, Observed, ProviderHandle, counts_against_health};
 
 /// Outcomes kept for the error rate.
 const OUTCOME_WINDOW: usize = 20;
@@ -83,10 +83,9 @@ pub struct HealthActorState {
 
 pub enum HealthMsg {
     Probe,
+    /// A probe finished; its outcome is already on the handle.
     ProbeDone {
         result: Result<(), ProviderError>,
-        trial: bool,
-        kind: ProbeKind,
     },
     Observed(Observed),
     Status(RpcReplyPort<HealthReport>),
@@ -133,26 +132,11 @@ impl Actor for Health {
                     start_probe(&myself, state);
                 }
             }
-            HealthMsg::ProbeDone {
-                result,
-                trial,
-                kind,
-            } => {
+            HealthMsg::ProbeDone { result } => {
                 state.probing = false;
-                let now = Instant::now();
-                match &result {
-                    Ok(()) if kind == ProbeKind::Chat => {
-                        state.handle.record_probe_success(now, trial)
-                    }
-                    // A models probe cannot prove the model answers; a
-                    // trial it held goes back for a real request.
-                    Ok(()) if trial => state.handle.abandon(now),
-                    Ok(()) => {}
-                    Err(error) => {
-                        state.probes_failed += 1;
-                        tracing::debug!(provider = %state.handle.id(), %error, "probe failed");
-                        state.handle.record_probe_failure(now, trial);
-                    }
+                if let Err(error) = &result {
+                    state.probes_failed += 1;
+                    tracing::debug!(provider = %state.handle.id(), %error, "probe failed");
                 }
                 evaluate(state, "probe");
             }
@@ -220,11 +204,25 @@ fn start_probe(myself: &ActorRef<HealthMsg>, state: &mut HealthActorState) {
             }
             _ => handle.backend.probe(deadline).await,
         };
-        let _ = reply_to.send_message(HealthMsg::ProbeDone {
-            result,
-            trial,
-            kind,
-        });
+        // Settled on the handle here, not by the actor: a trial this probe
+        // holds must go back even if the actor died meanwhile.
+        let now = Instant::now();
+        match &result {
+            Ok(()) if kind == ProbeKind::Chat => handle.record_probe_success(now, trial),
+            // A models probe cannot prove the model answers; a trial it
+            // held goes back for a real request.
+            Ok(()) if trial => handle.abandon(now),
+            Ok(()) => {}
+            // A refused key or a missing /models endpoint says nothing
+            // about whether the provider answers chat requests.
+            Err(error) if !counts_against_health(error) => {
+                if trial {
+                    handle.abandon(now);
+                }
+            }
+            Err(_) => handle.record_probe_failure(now, trial),
+        }
+        let _ = reply_to.send_message(HealthMsg::ProbeDone { result });
     });
 }
 

@@ -37,7 +37,7 @@ use crate::knowledge::KnowledgeIndex;
 use crate::provider::extractive::Extractive;
 use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
-use crate::routing::router::{Outcome, RouteError, Router};
+use crate::routing::router::{Outcome, Router};
 use crate::swarm::classify::{Classification, Classifier};
 use crate::swarm::{AgentId, AgentSpec, Handoff, Stakes, Swarm};
 use crate::trace::TraceId;
@@ -131,6 +131,8 @@ struct Pending {
     handed_over: bool,
     needs_review: bool,
     sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
+    /// Whether the current step streams to `sink` itself.
+    streamed: bool,
     reply: Option<RpcReplyPort<Result<Answer, AskError>>>,
 }
 
@@ -176,7 +178,7 @@ pub enum SupervisorMsg {
     Done {
         trace_id: TraceId,
         step: u64,
-        result: Box<Result<Outcome, RouteError>>,
+        result: Box<Result<Outcome, AskError>>,
     },
     /// A provider's health changed.
     Health(HealthChange),
@@ -324,7 +326,7 @@ impl Actor for SwarmSupervisor {
                 let outcome = match *result {
                     Ok(outcome) => outcome,
                     Err(error) => {
-                        finish(state, pending, Err(AskError::Route(error)));
+                        finish(state, pending, Err(error));
                         return Ok(());
                     }
                 };
@@ -538,6 +540,7 @@ fn accept(
         handed_over: false,
         needs_review: false,
         sink,
+        streamed: false,
         reply: Some(reply),
     };
     dispatch(state, worker, pending);
@@ -553,16 +556,21 @@ fn dispatch(state: &mut SupervisorState, worker: AgentId, mut pending: Pending) 
         .bindings
         .get(&worker)
         .map(|b| b.chain[b.current].clone());
-    // A pipeline step's text is a brief for the next worker, not the
-    // caller's answer; a worker that may hand off streams (what it says
-    // before a handoff is part of the answer).
-    let pipeline = state
-        .swarm
-        .agent(&worker.0)
-        .filter(|a| a.handoff == Handoff::Always)
-        .and_then(|a| a.delegates.first())
-        .is_some_and(|next| *next != worker && !pending.chain.contains(next));
-    pending.job.sink = if pipeline { None } else { pending.sink.clone() };
+    // Only a step that cannot hand on streams to the caller: a pipeline
+    // step's text is a brief, and a specialist that may hand off answers
+    // whole (sent in one piece if it turns out final), so the caller sees
+    // one answer and one end.
+    let may_hand_on = state.swarm.agent(&worker.0).is_some_and(|a| {
+        a.delegates
+            .iter()
+            .any(|next| *next != worker && !pending.chain.contains(next))
+    });
+    pending.job.sink = if may_hand_on {
+        None
+    } else {
+        pending.sink.clone()
+    };
+    pending.streamed = pending.job.sink.is_some();
     pending.chain.push(worker.clone());
     let key = (pending.job.trace_id, step);
     let Some(actor) = state.workers.get(&worker) else {
@@ -620,6 +628,22 @@ fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outc
             session: pending.session.clone(),
         }
     });
+    if let (Ok(answer), Some(sink), false) = (&result, pending.sink.take(), pending.streamed) {
+        let response = answer.outcome.response.clone();
+        tokio::spawn(async move {
+            if !response.text.is_empty() {
+                let _ = sink.send(StreamEvent::Delta(response.text.clone())).await;
+            }
+            let _ = sink
+                .send(StreamEvent::Finished {
+                    finish_reason: response.finish_reason,
+                    usage: response.usage,
+                    request_id: response.request_id,
+                    model: response.model,
+                })
+                .await;
+        });
+    }
     if let Some(reply) = pending.reply.take() {
         // The caller may have given up waiting; nothing to do then.
         let _ = reply.send(result);
@@ -693,6 +717,20 @@ fn fail_over_from(state: &mut SupervisorState, provider: &ProviderId, detail: &s
 /// up for the hold down; also retries failovers the hold down deferred.
 fn fail_back(state: &mut SupervisorState) {
     let now = Instant::now();
+    // Health changes come through a bounded port that drops what a slow
+    // subscriber missed: the handles' published state is the truth.
+    let providers: Vec<ProviderId> = state
+        .bindings
+        .values()
+        .flat_map(|b| b.chain.iter().cloned())
+        .collect();
+    for provider in providers {
+        if health_of(&state.router, &provider).is_up() {
+            state.up_since.entry(provider).or_insert(now);
+        } else {
+            state.up_since.remove(&provider);
+        }
+    }
     let mut moves = Vec::new();
     for (agent, binding) in &state.bindings {
         if binding

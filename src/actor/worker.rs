@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::AskError;
 use super::supervisor::SupervisorMsg;
 use crate::config::ProviderId;
 use crate::context;
@@ -127,10 +128,20 @@ impl Actor for Worker {
                 // The upstream call runs on its own task: the mailbox stays
                 // free for the next request, and the request outlives this
                 // actor if it fails meanwhile.
-                tokio::spawn(async move {
-                    let result = match sink {
+                let routing = tokio::spawn(async move {
+                    match sink {
                         Some(sink) => router.stream_to(route_request, sink).await,
                         None => router.complete(route_request).await,
+                    }
+                });
+                // Watched apart from the routing task: even if it panicked,
+                // the request ends as failed rather than waiting forever.
+                tokio::spawn(async move {
+                    let result = match routing.await {
+                        Ok(result) => result.map_err(AskError::Route),
+                        Err(error) => Err(AskError::WorkerDown(format!(
+                            "request {trace_id}: the routing task failed: {error}"
+                        ))),
                     };
                     let _ = supervisor.send_message(SupervisorMsg::Done {
                         trace_id,

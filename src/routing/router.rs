@@ -757,7 +757,6 @@ impl Router {
             first_token: route.spec.deadlines.first_token,
             end: (begin + route.spec.deadlines.attempt).min(total_end),
         };
-        let admission = handle.admit(begin);
         let refused = |error: ProviderError| {
             let record = AttemptRecord {
                 provider: handle.id().clone(),
@@ -771,21 +770,19 @@ impl Router {
             };
             (record, Err(error))
         };
+        // The concurrency slot first: a half-open trial taken before a wait
+        // in the queue would be lost if the attempt were dropped waiting.
+        let _slot = match handle.slot(deadline.end).await {
+            Ok(slot) => slot,
+            Err(error) => return refused(error),
+        };
+        let admission = handle.admit(Instant::now());
         if let Admission::Rejected { .. } = admission {
             // Another request took the half-open trial between the snapshot
             // and now: this provider is not called, and nothing is charged
             // to its health.
             return refused(ProviderError::Unavailable("circuit breaker open".into()));
         }
-        let _slot = match handle.slot(deadline.end).await {
-            Ok(slot) => slot,
-            Err(error) => {
-                if admission == Admission::Trial {
-                    handle.abandon(Instant::now());
-                }
-                return refused(error);
-            }
-        };
         let capped_by_total = begin + route.spec.deadlines.attempt > total_end;
         let guard = handle.begin(begin, admission);
         // Always stream from the upstream, even for a complete answer: only

@@ -302,7 +302,6 @@ impl Router {
             first_token: route.spec.deadlines.first_token,
             end: (begin + route.spec.deadlines.attempt).min(total_end),
         };
-        let admission = handle.admit(begin);
         let record = |latency, error: Option<&ProviderError>, usage| AttemptRecord {
             provider: handle.id().clone(),
             reason,
@@ -313,22 +312,16 @@ impl Router {
             usage,
             cancelled: false,
         };
-        if let crate::routing::breaker::Admission::Rejected { .. } = admission {
-            let error = ProviderError::Unavailable("circuit breaker open".into());
-            return (
-                record(std::time::Duration::ZERO, Some(&error), None),
-                Err(error),
-            );
-        }
+        // The slot before the breaker: see `Router::attempt`.
         let _slot = match handle.slot(deadline.end).await {
             Ok(slot) => slot,
-            Err(error) => {
-                if admission == crate::routing::breaker::Admission::Trial {
-                    handle.abandon(Instant::now());
-                }
-                return (record(begin.elapsed(), Some(&error), None), Err(error));
-            }
+            Err(error) => return (record(begin.elapsed(), Some(&error), None), Err(error)),
         };
+        let admission = handle.admit(Instant::now());
+        if let crate::routing::breaker::Admission::Rejected { .. } = admission {
+            let error = ProviderError::Unavailable("circuit breaker open".into());
+            return (record(begin.elapsed(), Some(&error), None), Err(error));
+        }
         let guard = handle.begin(begin, admission);
         let upstream = splice.request(&request.request, prefill);
         let mut joiner = Joiner::new(splice);
