@@ -657,3 +657,37 @@ async fn a_worker_that_may_hand_off_streams_its_final_answer_once() {
     assert_eq!(streamed, answer.outcome.response.text);
     assert_eq!(streamed, expected_answer(question, 24));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_restarts_a_failed_swarm_supervisor_and_hands_out_the_new_one() {
+    let primary = mock("").await;
+    let secondary = mock("").await;
+    let config = config(&primary, &secondary, &Setup::default());
+    let running = start(&config, "agents/support-bot").await;
+    let swarm = Arc::new(
+        load_swarm(Path::new("agents/support-bot"), &config)
+            .unwrap()
+            .swarm,
+    );
+    running.swarm.send_message(SupervisorMsg::Crash).unwrap();
+    let old = running.swarm.get_id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let restarted = loop {
+        match start_swarm(&running.root, swarm.clone(), None).await {
+            Ok(supervisor) if supervisor.get_id() != old => break supervisor,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the supervisor was not restarted"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let running = Running {
+        root: running.root.clone(),
+        swarm: restarted,
+    };
+    let answer = ask(&running, "Where is my invoice?", None).await.unwrap();
+    assert_eq!(answer.classification.worker.0, "billing");
+}

@@ -48,6 +48,8 @@ pub struct BatonState {
     swarms: HashMap<String, ActorRef<SupervisorMsg>>,
     children: HashMap<ActorId, Child>,
     restarts: HashMap<String, Vec<Instant>>,
+    /// Swarms that failed past their restart limit.
+    left_down: std::collections::HashSet<String>,
 }
 
 pub enum BatonMsg {
@@ -148,6 +150,7 @@ impl Actor for Baton {
             swarms: HashMap::new(),
             children: HashMap::new(),
             restarts: HashMap::new(),
+            left_down: std::collections::HashSet::new(),
         };
         for index in 0..state.router.pool().handles().len() {
             Self::spawn_provider(&myself, &mut state, index).await?;
@@ -169,6 +172,10 @@ impl Actor for Baton {
             } => {
                 let result = match state.swarms.get(&swarm.name) {
                     Some(running) => Ok(running.clone()),
+                    None if state.left_down.contains(&swarm.name) => Err(format!(
+                        "swarm `{}` failed {MAX_RESTARTS} times within {RESTART_WINDOW:?} and is left down",
+                        swarm.name
+                    )),
                     None => Self::spawn_swarm(&myself, state, swarm, knowledge)
                         .await
                         .map_err(|e| e.to_string()),
@@ -219,6 +226,12 @@ impl Actor for Baton {
         };
         if !allow_restart(&mut state.restarts, &name) {
             tracing::error!(%name, %error, "failed too often; left down");
+            if let Child::Swarm(swarm, _) = &child {
+                // A later StartSwarm must not hand out the dead supervisor,
+                // nor quietly start a new one past the restart limit.
+                state.swarms.remove(&swarm.name);
+                state.left_down.insert(swarm.name.clone());
+            }
             return Ok(());
         }
         tracing::warn!(%name, %error, "failed; restarting");

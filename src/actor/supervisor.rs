@@ -194,6 +194,8 @@ pub enum SupervisorMsg {
     Forget {
         session: String,
     },
+    /// Makes the supervisor panic: the root's supervision is tested with it.
+    Crash,
 }
 
 impl SwarmSupervisor {
@@ -363,6 +365,7 @@ impl Actor for SwarmSupervisor {
             SupervisorMsg::Forget { session } => {
                 state.sessions.remove(&session);
             }
+            SupervisorMsg::Crash => panic!("swarm supervisor asked to crash"),
             SupervisorMsg::Bindings(reply) => {
                 let mut bindings: Vec<(AgentId, ProviderId)> = state
                     .bindings

@@ -34,8 +34,11 @@ const CALL_SLACK: Duration = Duration::from_secs(5);
 pub struct Running {
     /// The swarm's name (its directory's name), for reviews and output.
     pub name: String,
-    pub supervisor: ActorRef<SupervisorMsg>,
+    /// The swarm's supervisor; replaced when the root has restarted it.
+    supervisor: std::sync::Mutex<ActorRef<SupervisorMsg>>,
     root: ActorRef<BatonMsg>,
+    swarm: Arc<baton::swarm::Swarm>,
+    knowledge: Option<Arc<KnowledgeIndex>>,
     handle: JoinHandle<()>,
     /// The longest total deadline of any route: no request takes longer.
     pub longest_deadline: Duration,
@@ -78,14 +81,17 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
     let (root, handle) = Baton::start(router, config.health.clone())
         .await
         .context("cannot start the root actor")?;
-    let supervisor = start_swarm(&root, Arc::new(loaded), knowledge)
+    let loaded = Arc::new(loaded);
+    let supervisor = start_swarm(&root, loaded.clone(), knowledge.clone())
         .await
         .map_err(anyhow::Error::msg)
         .context("cannot start the swarm supervisor")?;
     Ok(Running {
         name,
-        supervisor,
+        supervisor: std::sync::Mutex::new(supervisor),
         root,
+        swarm: loaded,
+        knowledge,
         handle,
         longest_deadline,
     })
@@ -100,8 +106,8 @@ impl Running {
         text: &str,
         session: Option<&str>,
     ) -> anyhow::Result<Result<Answer, AskError>> {
-        let result = self
-            .supervisor
+        let supervisor = self.supervisor();
+        let result = supervisor
             .call(
                 |reply| SupervisorMsg::Ask {
                     text: text.to_owned(),
@@ -110,8 +116,14 @@ impl Running {
                 },
                 Some(self.longest_deadline + CALL_SLACK),
             )
-            .await
-            .context("cannot reach the swarm supervisor")?;
+            .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                self.refresh().await;
+                return Err(anyhow::Error::new(error).context("cannot reach the swarm supervisor"));
+            }
+        };
         match result {
             CallResult::Success(answer) => Ok(answer),
             CallResult::Timeout => anyhow::bail!(
@@ -119,14 +131,35 @@ impl Running {
                 self.longest_deadline + CALL_SLACK
             ),
             CallResult::SenderError => {
+                // The request died with the supervisor: it is reported, not
+                // sent again. Later questions go to the one the root
+                // restarted, if it did.
+                self.refresh().await;
                 anyhow::bail!("the swarm supervisor stopped before answering")
             }
         }
     }
 
+    /// Points later questions at the supervisor the root restarted, if it
+    /// did (after too many failures it does not, and they fail clearly).
+    async fn refresh(&self) {
+        if let Ok(restarted) =
+            start_swarm(&self.root, self.swarm.clone(), self.knowledge.clone()).await
+        {
+            *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
+        }
+    }
+
+    fn supervisor(&self) -> ActorRef<SupervisorMsg> {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Drops a finished conversation's history.
     pub fn forget(&self, session: &str) {
-        let _ = self.supervisor.send_message(SupervisorMsg::Forget {
+        let _ = self.supervisor().send_message(SupervisorMsg::Forget {
             session: session.to_owned(),
         });
     }
