@@ -148,3 +148,43 @@ async fn a_healthy_stream_passes_through_unchanged() {
     assert!(!outcome.fallback);
     assert_eq!(secondary.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_does_not_hold_the_attempt_past_its_deadline() {
+    let primary = mock("").await;
+    let secondary = mock("").await;
+    let text = format!(
+        "default_route = \"r\"\n[defaults]\nretries = 0\nfinal_fallbacks = []\nfirst_token_timeout = \"200ms\"\nattempt_timeout = \"300ms\"\n\
+         [providers.primary]\nkind = \"openai\"\nmodel = \"m\"\nbase_url = \"{}/v1\"\n\
+         [providers.secondary]\nkind = \"openai\"\nmodel = \"m\"\nbase_url = \"{}/v1\"\n\
+         [routes.r]\nchain = [\"primary\", \"secondary\"]\n",
+        primary.base_url(),
+        secondary.base_url()
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    let router = Router::new(&config, Pool::from_config(&config).unwrap()).unwrap();
+    // Room for one event, and nobody reads.
+    let (sink, _unread) = mpsc::channel(1);
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        router.stream_to(RouteRequest::new("r", question("hello there")), sink),
+    )
+    .await
+    .expect("the request ends instead of waiting on the caller");
+    let error = result.unwrap_err();
+    let baton::routing::router::RouteError::Exhausted { attempts, .. } = &error else {
+        panic!("{error}")
+    };
+    let first = attempts[0].error.as_ref().unwrap();
+    assert_eq!(first.0, "unavailable");
+    assert!(first.1.contains("stopped reading"), "{}", first.1);
+    // The providers are not blamed for a slow caller.
+    for handle in router.pool().handles() {
+        assert_eq!(
+            handle
+                .breaker(tokio::time::Instant::now())
+                .consecutive_failures,
+            0
+        );
+    }
+}

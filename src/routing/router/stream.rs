@@ -332,8 +332,12 @@ impl Router {
                 match event? {
                     StreamEvent::Delta(delta) => {
                         let text = joiner.push(&delta);
-                        if !text.is_empty() && sink.send(StreamEvent::Delta(text)).await.is_err() {
-                            return Err(ProviderError::Unavailable("the caller hung up".into()));
+                        if !text.is_empty()
+                            && !forward(sink, StreamEvent::Delta(text), deadline.end).await
+                        {
+                            return Err(ProviderError::Unavailable(
+                                "the caller hung up or stopped reading".into(),
+                            ));
                         }
                     }
                     StreamEvent::ToolCallDelta {
@@ -395,6 +399,17 @@ impl Router {
         let usage = result.as_ref().ok().and_then(|r| r.usage);
         (record(latency, result.as_ref().err(), usage), result)
     }
+}
+
+/// Hands an event to the caller, waiting no later than `until`: a caller
+/// that stopped reading must not hold an attempt (its connection, its
+/// concurrency slot, perhaps a breaker trial) forever. False when the
+/// caller hung up or did not read in time.
+async fn forward(sink: &mpsc::Sender<StreamEvent>, event: StreamEvent, until: Instant) -> bool {
+    matches!(
+        tokio::time::timeout_at(until, sink.send(event)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Sends a final fallback's answer as one delta and a finish.
