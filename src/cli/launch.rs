@@ -40,7 +40,9 @@ pub struct Running {
     swarm: Arc<baton::swarm::Swarm>,
     knowledge: Option<Arc<KnowledgeIndex>>,
     handle: JoinHandle<()>,
-    /// The longest total deadline of any route: no request takes longer.
+    /// The longest a request can take: every step of the longest possible
+    /// delegation chain (each worker once), plus one hand-over to a
+    /// restarted worker, each at most the longest route deadline.
     pub longest_deadline: Duration,
 }
 
@@ -75,7 +77,8 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         .values()
         .map(|r| r.deadlines.total)
         .max()
-        .unwrap_or(Duration::from_secs(120));
+        .unwrap_or(Duration::from_secs(120))
+        * (loaded.workers().count() as u32 + 1);
     let pool = Pool::from_config(&config).context("cannot build the provider pool")?;
     let router = Arc::new(Router::new(&config, pool).context("cannot build the router")?);
     let (root, handle) = Baton::start(router, config.health.clone())
