@@ -37,7 +37,7 @@ use crate::knowledge::KnowledgeIndex;
 use crate::provider::extractive::Extractive;
 use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
-use crate::routing::router::{Outcome, Router};
+use crate::routing::router::{Outcome, Router, send_whole};
 use crate::swarm::classify::{Classification, Classifier};
 use crate::swarm::{AgentId, AgentSpec, Handoff, Stakes, Swarm};
 use crate::trace::TraceId;
@@ -117,6 +117,16 @@ struct Binding {
 struct Session {
     history: Arc<Vec<Message>>,
     used: u64,
+}
+
+impl Binding {
+    /// The next provider of the chain after the current one that is up,
+    /// wrapping round.
+    fn next_up(&self, router: &Router) -> Option<usize> {
+        (1..self.chain.len())
+            .map(|step| (self.current + step) % self.chain.len())
+            .find(|&i| health_of(router, &self.chain[i]).is_up())
+    }
 }
 
 /// A request from acceptance to its answer.
@@ -633,19 +643,7 @@ fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outc
     });
     if let (Ok(answer), Some(sink), false) = (&result, pending.sink.take(), pending.streamed) {
         let response = answer.outcome.response.clone();
-        tokio::spawn(async move {
-            if !response.text.is_empty() {
-                let _ = sink.send(StreamEvent::Delta(response.text.clone())).await;
-            }
-            let _ = sink
-                .send(StreamEvent::Finished {
-                    finish_reason: response.finish_reason,
-                    usage: response.usage,
-                    request_id: response.request_id,
-                    model: response.model,
-                })
-                .await;
-        });
+        tokio::spawn(async move { send_whole(&sink, &response.text, &response).await });
     }
     if let Some(reply) = pending.reply.take() {
         // The caller may have given up waiting; nothing to do then.
@@ -698,10 +696,7 @@ fn fail_over_from(state: &mut SupervisorState, provider: &ProviderId, detail: &s
             // per request; the binding follows after the hold down.
             continue;
         }
-        let next = (1..binding.chain.len())
-            .map(|step| (binding.current + step) % binding.chain.len())
-            .find(|&i| health_of(&state.router, &binding.chain[i]).is_up());
-        if let Some(next) = next {
+        if let Some(next) = binding.next_up(&state.router) {
             moves.push((agent.clone(), next));
         }
     }
@@ -756,10 +751,7 @@ fn fail_back(state: &mut SupervisorState) {
         }
         let current = &binding.chain[binding.current];
         if !health_of(&state.router, current).is_up() {
-            let next = (1..binding.chain.len())
-                .map(|step| (binding.current + step) % binding.chain.len())
-                .find(|&i| health_of(&state.router, &binding.chain[i]).is_up());
-            if let Some(next) = next {
+            if let Some(next) = binding.next_up(&state.router) {
                 moves.push((agent.clone(), next, SwitchReason::Failover));
             }
         }

@@ -17,6 +17,8 @@
 
 mod stream;
 
+pub use stream::send_whole;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

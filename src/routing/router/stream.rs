@@ -412,8 +412,9 @@ async fn forward(sink: &mpsc::Sender<StreamEvent>, event: StreamEvent, until: In
     )
 }
 
-/// Sends a final fallback's answer as one delta and a finish.
-async fn send_whole(sink: &mpsc::Sender<StreamEvent>, text: &str, response: &ChatResponse) {
+/// Sends a whole answer (a final fallback's, or one checked before it
+/// could be streamed) as one delta and a finish.
+pub async fn send_whole(sink: &mpsc::Sender<StreamEvent>, text: &str, response: &ChatResponse) {
     if !text.is_empty() {
         let _ = sink.send(StreamEvent::Delta(text.to_owned())).await;
     }
