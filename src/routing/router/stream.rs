@@ -30,7 +30,8 @@ use super::{
     fails_over,
 };
 use crate::provider::{
-    AttemptDeadline, ChatRequest, ChatResponse, Message, ProviderError, StreamEvent, ToolCallParts,
+    AttemptDeadline, ChatRequest, ChatResponse, Message, ProviderError, StreamEvent, ToolCall,
+    ToolCallParts,
 };
 use crate::routing::decision::ErrorKind;
 
@@ -150,16 +151,7 @@ impl Router {
             // of it goes out: a broken one moves to the next provider, and
             // the caller must not have seen it.
             let outcome = self.complete(request).await?;
-            for (index, call) in outcome.response.tool_calls.iter().enumerate() {
-                let _ = sink
-                    .send(StreamEvent::ToolCallDelta {
-                        index,
-                        id: Some(call.id.clone()),
-                        name: Some(call.name.clone()),
-                        arguments: call.arguments.clone(),
-                    })
-                    .await;
-            }
+            send_tool_calls(&sink, &outcome.response.tool_calls).await;
             send_whole(&sink, &outcome.response.text, &outcome.response).await;
             return Ok(outcome);
         }
@@ -358,16 +350,7 @@ impl Router {
                         }
                         // Tool calls go out whole, only once the stream
                         // ended properly.
-                        for (index, call) in calls.calls().iter().enumerate() {
-                            let _ = sink
-                                .send(StreamEvent::ToolCallDelta {
-                                    index,
-                                    id: Some(call.id.clone()),
-                                    name: Some(call.name.clone()),
-                                    arguments: call.arguments.clone(),
-                                })
-                                .await;
-                        }
+                        send_tool_calls(sink, calls.calls()).await;
                         let response = ChatResponse {
                             text: joiner.forwarded.clone(),
                             tool_calls: calls.calls().to_vec(),
@@ -410,6 +393,20 @@ async fn forward(sink: &mpsc::Sender<StreamEvent>, event: StreamEvent, until: In
         tokio::time::timeout_at(until, sink.send(event)).await,
         Ok(Ok(()))
     )
+}
+
+/// Sends tool calls, each whole in one event.
+async fn send_tool_calls(sink: &mpsc::Sender<StreamEvent>, calls: &[ToolCall]) {
+    for (index, call) in calls.iter().enumerate() {
+        let _ = sink
+            .send(StreamEvent::ToolCallDelta {
+                index,
+                id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                arguments: call.arguments.clone(),
+            })
+            .await;
+    }
 }
 
 /// Sends a whole answer (a final fallback's, or one checked before it
