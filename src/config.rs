@@ -173,6 +173,8 @@ struct RawConfig {
     #[serde(default)]
     health: HealthSettings,
     #[serde(default)]
+    store: crate::store::StoreSettings,
+    #[serde(default)]
     providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, RawRoute>,
@@ -230,6 +232,7 @@ macro_rules! route_settings {
             spill_over: Option<bool>,
             allowed_domains: Option<Vec<String>>,
             final_fallbacks: Option<Vec<FinalFallback>>,
+            on_interrupt: Option<crate::store::journal::OnInterrupt>,
         }
     };
 }
@@ -421,6 +424,8 @@ pub struct Route {
     /// Failure domains requests of this route may reach; `None` is all.
     pub allowed_domains: Option<Vec<String>>,
     pub final_fallbacks: Vec<FinalFallback>,
+    /// What start-up does with a request of this route a crash interrupted.
+    pub on_interrupt: crate::store::journal::OnInterrupt,
 }
 
 /// A validated config.
@@ -435,6 +440,8 @@ pub struct Config {
     pub budget: BudgetSettings,
     pub cache: CacheSettings,
     pub health: HealthSettings,
+    /// `[store]`: durability and retention of the state store.
+    pub store: crate::store::StoreSettings,
     /// What is worth knowing but not fatal (a provider skipped for want of a key).
     #[serde(skip)]
     pub warnings: Diagnostics,
@@ -606,6 +613,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         budget: raw.budget,
         cache: raw.cache,
         health: raw.health,
+        store: raw.store,
         warnings: check.diagnostics,
     })
 }
@@ -1004,6 +1012,7 @@ fn validate_routes(
                 spill_over: pick!(spill_over).unwrap_or(true),
                 allowed_domains,
                 final_fallbacks,
+                on_interrupt: pick!(on_interrupt).unwrap_or_default(),
             },
         );
     }

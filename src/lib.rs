@@ -19,6 +19,7 @@ pub mod provider;
 pub mod review;
 pub mod routing;
 pub mod secret;
+pub mod store;
 pub mod swarm;
 pub mod template;
 pub mod trace;

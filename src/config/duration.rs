@@ -33,6 +33,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => return Err(format!("{expected}, found \"{text}\" (unknown unit)")),
     };
     Duration::try_from_secs_f64(seconds)

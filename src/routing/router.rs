@@ -267,6 +267,8 @@ enum Step {
 pub struct Router {
     pool: Arc<Pool>,
     routes: HashMap<RouteName, CompiledRoute>,
+    /// Token prices per provider, for the journal and the report.
+    costs: HashMap<ProviderId, crate::config::Cost>,
     cache: ResponseCache,
     rng: Mutex<StdRng>,
 }
@@ -363,9 +365,15 @@ impl Router {
                 },
             );
         }
+        let costs = config
+            .providers
+            .iter()
+            .map(|(id, provider)| (id.clone(), provider.cost))
+            .collect();
         Ok(Router {
             pool: Arc::new(pool),
             routes,
+            costs,
             cache: ResponseCache::new(config.cache.ttl.0, config.cache.max_entries),
             rng: Mutex::new(StdRng::from_os_rng()),
         })
@@ -377,6 +385,22 @@ impl Router {
 
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
+    }
+
+    /// What `usage` cost on `provider` (zero when it has no price).
+    pub fn cost_of(&self, provider: &ProviderId, usage: Option<&Usage>) -> f64 {
+        match (self.costs.get(provider), usage) {
+            (Some(cost), Some(usage)) => {
+                cost.per_1k_input * f64::from(usage.input_tokens) / 1000.0
+                    + cost.per_1k_output * f64::from(usage.output_tokens) / 1000.0
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The route's deadline for a whole request, if it exists.
+    pub fn route_spec(&self, route: &RouteName) -> Option<&Route> {
+        self.routes.get(route).map(|r| &r.spec)
     }
 
     /// The route's remote providers in chain order.

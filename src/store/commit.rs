@@ -1,0 +1,87 @@
+//! Group commit: every writer waiting for durability shares one flush.
+//!
+//! A writer inserts its records, then asks [`GroupCommit::durable`]. The
+//! committer task takes every request queued so far, flushes once, and
+//! answers them all; requests that arrive during that flush wait for the
+//! next one. A request is queued only after its writes were made, so the
+//! flush that follows its dequeue covers them. Under load one fsync serves
+//! hundreds of writers, which is what keeps durable journaling from
+//! serialising throughput.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Durability, StoreError};
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// The committer of one database.
+#[derive(Debug)]
+pub struct GroupCommit {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Nothing waits: sled flushes on its own timer.
+    Relaxed,
+    /// The committer task's queue.
+    Grouped(mpsc::UnboundedSender<Waiter>),
+    /// No runtime to run a committer on: each caller flushes.
+    Direct(sled::Db),
+}
+
+impl GroupCommit {
+    /// Starts the committer; outside a Tokio runtime writes are flushed
+    /// synchronously instead (commands that write once and exit).
+    pub fn start(db: sled::Db, durability: Durability) -> GroupCommit {
+        if durability == Durability::Relaxed {
+            return GroupCommit {
+                mode: Mode::Relaxed,
+            };
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return GroupCommit {
+                mode: Mode::Direct(db),
+            };
+        };
+        let (queue, mut requests) = mpsc::unbounded_channel::<Waiter>();
+        runtime.spawn(async move {
+            let mut batch = Vec::new();
+            while let Some(first) = requests.recv().await {
+                batch.push(first);
+                while let Ok(next) = requests.try_recv() {
+                    batch.push(next);
+                }
+                let result = db.flush_async().await.map(drop).map_err(|e| e.to_string());
+                for waiter in batch.drain(..) {
+                    // A writer that stopped waiting has nothing to hear.
+                    let _ = waiter.send(result.clone());
+                }
+            }
+        });
+        GroupCommit {
+            mode: Mode::Grouped(queue),
+        }
+    }
+
+    /// Resolves once every write made before the call is on disk.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let queue = match &self.mode {
+            Mode::Relaxed => return Ok(()),
+            Mode::Direct(db) => {
+                return db
+                    .flush()
+                    .map(drop)
+                    .map_err(|e| StoreError::Sled(format!("flush failed: {e}")));
+            }
+            Mode::Grouped(queue) => queue,
+        };
+        let (reply, heard) = oneshot::channel();
+        queue.send(reply).map_err(|_| StoreError::Closed)?;
+        match heard.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Sled(format!("flush failed: {message}"))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
