@@ -552,3 +552,112 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
         text(&again.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_session_survives_a_restart_of_the_process() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
+    );
+    let first = "I was charged twice for my subscription this month.";
+    let second = "Can you tell me when the duplicate charge will be refunded?";
+    let one = scratch
+        .baton(
+            &["chat", &support_bot(), "--json", "--session", "s-9"],
+            Some(&format!("{first}\n")),
+        )
+        .await;
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    // A new process, the same session: the first exchange comes from the store.
+    let two = scratch
+        .baton(
+            &["chat", &support_bot(), "--json", "--session", "s-9"],
+            Some(&format!("{second}\n")),
+        )
+        .await;
+    assert!(two.status.success(), "{}", text(&two.stderr));
+    let two: Value = serde_json::from_str(text(&two.stdout).trim()).unwrap();
+    let fresh = json(
+        &scratch
+            .baton(&["ask", &support_bot(), second, "--json"], None)
+            .await,
+    );
+    let input = |answer: &Value| {
+        answer["outcome"]["response"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let first_exchange = (first.split_whitespace().count() + 24) as u64;
+    assert_eq!(input(&two), input(&fresh) + first_exchange);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_serves_a_later_process_during_an_outage() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
+        "[defaults]\n",
+        "[defaults]\nfinal_fallbacks = [\"cache\"]\n",
+    );
+    scratch.write("baton.toml", &config);
+    let question = "Why was I charged twice this month?";
+    let healthy = scratch
+        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .await;
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    let healthy = json(&healthy);
+    upstream.set_script(
+        Script::from_toml(
+            "[[fault]]\nkind = \"status\"\nstatus = 503\n",
+            Path::new("t.toml"),
+        )
+        .unwrap(),
+    );
+    let outage = scratch
+        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .await;
+    assert!(outage.status.success(), "{}", text(&outage.stderr));
+    let outage = json(&outage);
+    assert_eq!(
+        outage["outcome"]["served_by"]["kind"], "cache",
+        "{outage:#}"
+    );
+    assert_eq!(
+        outage["outcome"]["response"]["text"],
+        healthy["outcome"]["response"]["text"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_found_down_stays_down_for_the_next_process() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 1\nbase_ejection = \"60s\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    let question = "Why was I charged twice this month?";
+    let first = scratch
+        .baton(&["ask", &support_bot(), question], None)
+        .await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(primary.stats().requests, 1);
+    let second = scratch
+        .baton(&["ask", &support_bot(), question], None)
+        .await;
+    let stderr = text(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("breaker restored"), "{stderr}");
+    assert!(stderr.contains("served by provider secondary"), "{stderr}");
+    // The restored breaker kept the second process off the dead provider.
+    assert_eq!(primary.stats().requests, 1);
+    assert_eq!(secondary.stats().requests, 2);
+}

@@ -202,7 +202,11 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
         }
         eprintln!(
             "cycle {cycle}: killed after {delay} ms{}, {} acknowledged",
-            if finished_first { " (it had finished)" } else { "" },
+            if finished_first {
+                " (it had finished)"
+            } else {
+                ""
+            },
             acked.len()
         );
         acked_total.extend(acked);

@@ -24,6 +24,7 @@ use super::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
 use crate::config::{HealthSettings, ProviderId};
 use crate::knowledge::KnowledgeIndex;
 use crate::routing::breaker::BreakerState;
+use crate::routing::pool::ProviderHandle;
 use crate::routing::router::Router;
 use crate::store::Store;
 use crate::store::health::{BreakerRecord, HealthLog, HealthRecord};
@@ -269,6 +270,21 @@ impl Actor for Baton {
         Ok(())
     }
 
+    /// Every breaker as it stands goes to the store on the way out, so the
+    /// next process starts from what this one knew.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BatonMsg>,
+        state: &mut BatonState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(log) = &state.health_log {
+            for handle in state.router.pool().handles() {
+                save_breaker(handle, log);
+            }
+        }
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<BatonMsg>,
@@ -323,10 +339,14 @@ fn store_health_change(router: &Router, log: &HealthLog, change: &HealthChange) 
     if let Err(error) = log.record_change(&record) {
         tracing::error!(%error, provider = %change.provider, "cannot store a health change");
     }
-    let Some(index) = router.pool().index_of(&change.provider) else {
-        return;
-    };
-    let breaker = router.pool().get(index).breaker(Instant::now());
+    if let Some(index) = router.pool().index_of(&change.provider) {
+        save_breaker(router.pool().get(index), log);
+    }
+}
+
+/// Writes a provider's breaker as it stands now.
+fn save_breaker(handle: &ProviderHandle, log: &HealthLog) {
+    let breaker = handle.breaker(Instant::now());
     let open_until_ms = breaker.retry_at.map(|wait| {
         (SystemTime::now() + wait)
             .duration_since(UNIX_EPOCH)
@@ -338,8 +358,8 @@ fn store_health_change(router: &Router, log: &HealthLog, change: &HealthChange) 
         open_until_ms,
         at_ms: now_ms(),
     };
-    if let Err(error) = log.save_breaker(&change.provider.0, &record) {
-        tracing::error!(%error, provider = %change.provider, "cannot store a breaker");
+    if let Err(error) = log.save_breaker(&handle.id().0, &record) {
+        tracing::error!(%error, provider = %handle.id(), "cannot store a breaker");
     }
 }
 

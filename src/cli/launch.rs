@@ -18,6 +18,7 @@ use baton::knowledge::KnowledgeIndex;
 use baton::review::{NewReview, ReviewId, ReviewQueue};
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
+use baton::store::cache::DurableCache;
 use baton::store::journal::{Journal, OnInterrupt};
 use baton::store::{Store, StoreError};
 use baton::template;
@@ -111,6 +112,12 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
     let store = hold_store(cli, &config.store)?;
     let pool = Pool::from_config(&config).context("cannot build the provider pool")?;
     let router = Arc::new(Router::new(&config, pool).context("cannot build the router")?);
+    if let Some(store) = &store {
+        let durable = DurableCache::new(store)?;
+        let pruned = durable.prune(router.cache().ttl())?;
+        tracing::debug!(pruned, "expired cached responses dropped");
+        router.cache().attach(Arc::new(durable));
+    }
     let (root, handle) = Baton::start_with(BatonArgs {
         router,
         health: config.health.clone(),
