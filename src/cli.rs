@@ -14,6 +14,7 @@ mod mock_provider;
 mod review;
 mod run;
 mod show;
+mod status;
 mod store;
 mod trace;
 mod validate;
@@ -71,6 +72,8 @@ enum Command {
     Review(review::Command),
     /// The whole life of one request: classification, workers, attempts, answer.
     Trace(trace::Args),
+    /// Providers' breakers and health, open requests, pending reviews.
+    Status(status::Args),
     /// The store itself: check it, compact telemetry.
     #[command(subcommand)]
     Store(store::Command),
@@ -92,6 +95,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&cli, args),
         Command::Review(command) => review::run(&cli, command),
         Command::Trace(args) => admin::with_store(&cli, |store, out| trace::exec(args, store, out)),
+        Command::Status(args) => {
+            admin::with_store(&cli, |store, out| status::exec(args, store, out))
+        }
         Command::Store(command) => store::run(&cli, command),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
@@ -147,6 +153,7 @@ fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Resu
     match &cli.command {
         Command::Review(command) => Some(review::exec(command, store, out)),
         Command::Trace(args) => Some(trace::exec(args, store, out)),
+        Command::Status(args) => Some(status::exec(args, store, out)),
         Command::Store(command) => store::exec(command, store, out),
         _ => None,
     }

@@ -661,3 +661,83 @@ async fn a_provider_found_down_stays_down_for_the_next_process() {
     assert_eq!(primary.stats().requests, 1);
     assert_eq!(secondary.stats().requests, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_socket() {
+    use std::io::{BufRead, BufReader};
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
+    );
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(scratch.path("baton.toml"))
+        .arg("--state")
+        .arg(scratch.path("state"))
+        .args(["chat", &support_bot(), "--json"])
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_STATE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut stdout = BufReader::new(chat.stdout.take().unwrap());
+    let answer = tokio::task::spawn_blocking(move || {
+        stdin
+            .write_all(b"Why was I charged twice this month?\n")
+            .unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdin)
+    })
+    .await
+    .unwrap();
+    let (line, stdin) = answer;
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    let trace_id = answer["outcome"]["trace_id"].as_str().unwrap().to_owned();
+
+    // The chat holds the store: these go through its admin socket.
+    let commands: [&[&str]; 3] = [
+        &["trace", &trace_id, "--json"],
+        &["status", "--json"],
+        &["review", "list", "--all", "--json"],
+    ];
+    let mut remote = Vec::new();
+    for args in commands {
+        let output = scratch.baton(args, None).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        remote.push(text(&output.stdout));
+    }
+    let traced: Value = serde_json::from_str(&remote[0]).unwrap();
+    assert_eq!(traced["state"], "completed");
+    assert_eq!(traced["attempts"][0]["provider"], "upstream");
+
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || chat.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !scratch.path("state/admin.sock").exists(),
+        "the socket goes with its process"
+    );
+    // The store is free now: the same commands open it directly and print
+    // the same.
+    for (args, remote) in commands.iter().zip(&remote) {
+        let output = scratch.baton(args, None).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(&text(&output.stdout), remote, "{args:?}");
+    }
+}
