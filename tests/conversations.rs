@@ -741,3 +741,63 @@ async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_s
         assert_eq!(&text(&output.stdout), remote, "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start_up() {
+    use baton::store::journal::{Journal, JournalRecord, OnInterrupt, RequestState};
+    use baton::store::{Store, StoreSettings};
+    use baton::trace::TraceId;
+
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
+        "[routes.support]\n",
+        "[routes.support]\non_interrupt = \"resume\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    // What a killed process leaves: two requests accepted, never ended.
+    let (resumable, failing) = (TraceId::new(), TraceId::new());
+    {
+        let store = Store::open(&scratch.path("state"), &StoreSettings::default()).unwrap();
+        let journal = Journal::new(&store).unwrap();
+        let mut record = JournalRecord::accepted(resumable, "Why was I charged twice this month?");
+        record.swarm = Some("support-bot".into());
+        record.route = Some("support".into());
+        record.session = Some("s-resume".into());
+        record.on_interrupt = OnInterrupt::Resume;
+        journal.accept(&record).unwrap();
+        let mut record = JournalRecord::accepted(failing, "My printer is on fire.");
+        record.swarm = Some("support-bot".into());
+        record.route = Some("fast".into());
+        journal.accept(&record).unwrap();
+        store.flush().unwrap();
+    }
+    let output = scratch
+        .baton(
+            &["ask", &support_bot(), "How do I change my email address?"],
+            None,
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "recovered 2 request(s) a stop interrupted: 1 marked failed (interrupted), 1 resumed"
+        ),
+        "{stderr}"
+    );
+    // The resumed request went upstream and the new one too.
+    assert_eq!(upstream.stats().requests, 2);
+
+    let store = Store::open(&scratch.path("state"), &StoreSettings::default()).unwrap();
+    let journal = Journal::new(&store).unwrap();
+    let resumed = journal.get(resumable).unwrap().unwrap();
+    assert_eq!(resumed.state, RequestState::Completed, "{resumed:?}");
+    assert!(resumed.resumed);
+    assert!(resumed.answer.is_some_and(|a| !a.is_empty()));
+    assert_eq!(resumed.attempts.len(), 1);
+    let failed = journal.get(failing).unwrap().unwrap();
+    assert_eq!(failed.state, RequestState::Failed);
+    assert!(failed.error.unwrap().starts_with("interrupted"));
+    assert!(journal.open().unwrap().is_empty());
+}

@@ -54,6 +54,8 @@ pub struct Running {
     reviews: Option<ReviewQueue>,
     /// Serves store commands of other processes while this one holds it.
     _admin: Option<AdminServer>,
+    /// Interrupted requests being asked again; `stop` waits for them.
+    resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Opens the store of the state directory for a process that will hold it.
@@ -149,6 +151,7 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         store,
         reviews,
         _admin: admin,
+        resuming: std::sync::Mutex::new(Vec::new()),
     };
     running.recover()?;
     Ok(running)
@@ -219,7 +222,7 @@ impl Running {
                 let supervisor = self.supervisor();
                 let trace_id = record.trace_id;
                 let deadline = self.longest_deadline + CALL_SLACK;
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let asked = supervisor
                         .call(
                             |reply| SupervisorMsg::Resume {
@@ -297,6 +300,13 @@ impl Running {
     /// Stops the root (every actor is linked under it and stops with it)
     /// and waits until it has.
     pub async fn stop(self) {
+        // A resumed request's caller is gone; its answer still belongs in
+        // the journal before the actors go.
+        let resuming =
+            std::mem::take(&mut *self.resuming.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in resuming {
+            let _ = task.await;
+        }
         self.root.stop(None);
         if let Err(error) = self.handle.await {
             tracing::warn!(%error, "the root actor ended abnormally");
