@@ -13,7 +13,7 @@ use super::admin::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A trace id, or a unique prefix of one.
+    /// A trace id, or a unique start or end of one.
     id: String,
     /// Print the journal record as JSON.
     #[arg(long)]
