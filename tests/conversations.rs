@@ -792,7 +792,11 @@ async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start
     let store = Store::open(&scratch.path("state"), &StoreSettings::default()).unwrap();
     let journal = Journal::new(&store).unwrap();
     let resumed = journal.get(resumable).unwrap().unwrap();
-    assert_eq!(resumed.state, RequestState::Completed, "{resumed:?}");
+    assert_eq!(
+        resumed.state,
+        RequestState::Completed,
+        "{resumed:?}\n{stderr}"
+    );
     assert!(resumed.resumed);
     assert!(resumed.answer.is_some_and(|a| !a.is_empty()));
     assert_eq!(resumed.attempts.len(), 1);

@@ -239,11 +239,21 @@ impl Running {
                         Ok(CallResult::Success(Err(error))) => {
                             tracing::warn!(trace = %trace_id, %error, "interrupted request resumed and failed");
                         }
-                        _ => {
+                        Ok(CallResult::Timeout) => {
                             tracing::warn!(trace = %trace_id, "interrupted request resumed; no answer before the deadline")
+                        }
+                        Ok(CallResult::SenderError) => {
+                            tracing::warn!(trace = %trace_id, "interrupted request resumed; the supervisor stopped before answering")
+                        }
+                        Err(error) => {
+                            tracing::warn!(trace = %trace_id, %error, "interrupted request resumed; the supervisor cannot be reached")
                         }
                     }
                 });
+                self.resuming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task);
             } else {
                 failed += 1;
                 journal.fail_interrupted(&record)?;
