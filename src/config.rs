@@ -175,6 +175,8 @@ struct RawConfig {
     #[serde(default)]
     store: crate::store::StoreSettings,
     #[serde(default)]
+    report: crate::telemetry::ReportSettings,
+    #[serde(default)]
     providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, RawRoute>,
@@ -442,6 +444,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// `[store]`: durability and retention of the state store.
     pub store: crate::store::StoreSettings,
+    /// `[report]`: the availability objective `baton report` measures against.
+    pub report: crate::telemetry::ReportSettings,
     /// What is worth knowing but not fatal (a provider skipped for want of a key).
     #[serde(skip)]
     pub warnings: Diagnostics,
@@ -594,6 +598,18 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             .field("degraded_error_rate"),
         );
     }
+    if !(raw.report.slo > 0.0 && raw.report.slo < 1.0) {
+        check.diagnostics.push(
+            Diagnostic::error(
+                path,
+                format!(
+                    "[report] slo: expected the share of requests that must be answered, above 0 and below 1 (such as 0.99), found {}",
+                    raw.report.slo
+                ),
+            )
+            .field("slo"),
+        );
+    }
     if raw.budget.ratio < 0.0 {
         check
             .diagnostics
@@ -614,6 +630,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         cache: raw.cache,
         health: raw.health,
         store: raw.store,
+        report: raw.report,
         warnings: check.diagnostics,
     })
 }

@@ -38,7 +38,6 @@
 //! at all. An event arriving late for a minute already folded is folded
 //! into that minute's aggregates by the next compaction.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,7 +49,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::codec::{self, show_key};
 use super::journal::{JournalRecord, RequestState};
 use super::{Store, StoreError};
-use crate::telemetry::aggregate::{Aggregate, AggregateKey};
+use crate::telemetry::aggregate::{Aggregate, AggregateKey, Tallies};
 use crate::trace::TraceId;
 
 pub const TREE: &str = "telemetry";
@@ -380,13 +379,25 @@ impl Telemetry {
         while minute_start < cutoff {
             let minute_end = minute_start + MINUTE_NS;
             let mut keys = Vec::new();
-            let mut folded: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+            let mut tallies = Tallies::default();
             for entry in self.events.range(range_keys(minute_start, minute_end)) {
                 let (key, bytes) = entry.map_err(|e| self.store.error(e))?;
-                let event = decode_event(&key, &bytes)?;
-                Aggregate::fold_event(&mut folded, minute_start / MINUTE_NS, &event);
+                tallies.fold(&decode_event(&key, &bytes)?);
                 keys.push(key);
             }
+            let minute = minute_start / MINUTE_NS;
+            let folded: Vec<(AggregateKey, &Aggregate)> = tallies
+                .entries()
+                .into_iter()
+                .map(|(subject, name, aggregate)| {
+                    let key = AggregateKey {
+                        minute,
+                        subject,
+                        name: name.to_owned(),
+                    };
+                    (key, aggregate)
+                })
+                .collect();
             if !keys.is_empty() {
                 self.commit_minute(&keys, &folded)?;
                 stats.events += keys.len() as u64;
@@ -411,11 +422,11 @@ impl Telemetry {
     fn commit_minute(
         &self,
         keys: &[sled::IVec],
-        folded: &BTreeMap<AggregateKey, Aggregate>,
+        folded: &[(AggregateKey, &Aggregate)],
     ) -> Result<(), StoreError> {
         let encoded: Vec<(Vec<u8>, &Aggregate)> = folded
             .iter()
-            .map(|(key, value)| (key.to_bytes(), value))
+            .map(|(key, value)| (key.to_bytes(), *value))
             .collect();
         (&self.events, &self.aggregates)
             .transaction(|(events, aggregates)| {

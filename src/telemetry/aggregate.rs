@@ -12,7 +12,7 @@
 //! big-endian), a subject byte (`p` provider, `r` route), the name (UTF-8);
 //! value = version 1 (JSON) of [`Aggregate`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -205,6 +205,8 @@ pub struct Aggregate {
     pub fallbacks: u64,
     /// Answers from a final fallback (cache, local, extractive).
     pub degraded: u64,
+    /// Those answers by who served them (`cache`, `extractive`, ...).
+    pub degraded_by: BTreeMap<String, u64>,
     pub refusals: u64,
     pub needs_review: u64,
     /// Attempts whose answer broke the agent's output contract.
@@ -233,6 +235,9 @@ impl Aggregate {
         self.cost_nanos += other.cost_nanos;
         self.fallbacks += other.fallbacks;
         self.degraded += other.degraded;
+        for (source, n) in &other.degraded_by {
+            *self.degraded_by.entry(source.clone()).or_default() += n;
+        }
         self.refusals += other.refusals;
         self.needs_review += other.needs_review;
         self.contract_violations += other.contract_violations;
@@ -243,14 +248,7 @@ impl Aggregate {
     }
 
     fn outcome(&mut self, kind: &str) {
-        // Look up before inserting: the kinds repeat, so allocating the
-        // key for every event would be the scan's main cost.
-        match self.outcomes.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                self.outcomes.insert(kind.to_owned(), 1);
-            }
-        }
+        count(&mut self.outcomes, kind);
     }
 
     fn latency(&mut self, latency: Duration) {
@@ -289,7 +287,10 @@ impl Aggregate {
         self.output_tokens += request.output_tokens;
         self.cost_nanos += cost_nanos(request.cost);
         self.fallbacks += u64::from(request.fallback);
-        self.degraded += u64::from(request.degraded);
+        if request.degraded {
+            self.degraded += 1;
+            count(&mut self.degraded_by, request.served_by);
+        }
         self.refusals += u64::from(request.refusal);
         self.needs_review += u64::from(request.needs_review);
         if let Some(us) = to_fallback_us(request) {
@@ -303,60 +304,6 @@ impl Aggregate {
     pub fn add_fallback_recovery(&mut self, us: u64) {
         self.to_fallback_us += us;
         self.to_fallback_count += 1;
-    }
-
-    /// Folds one event into `tallies`, under the subjects it concerns:
-    /// an attempt under its provider (and, if it broke the contract, its
-    /// route's violations); a request under its route (and its
-    /// time-to-fallback under the provider that failed first); a switch
-    /// under the provider it left.
-    pub fn fold_event(
-        tallies: &mut BTreeMap<AggregateKey, Aggregate>,
-        minute: u64,
-        event: &Event<'_>,
-    ) {
-        fn at<'t>(
-            tallies: &'t mut BTreeMap<AggregateKey, Aggregate>,
-            minute: u64,
-            subject: Subject,
-            name: &str,
-        ) -> &'t mut Aggregate {
-            tallies
-                .entry(AggregateKey {
-                    minute,
-                    subject,
-                    name: name.to_owned(),
-                })
-                .or_default()
-        }
-        match event {
-            Event::Attempt(attempt) => {
-                at(tallies, minute, Subject::Provider, attempt.provider).add_attempt(attempt);
-                if attempt.outcome == "contract" {
-                    at(tallies, minute, Subject::Route, attempt.route).contract_violations += 1;
-                }
-            }
-            Event::Request(request) => {
-                at(tallies, minute, Subject::Route, request.route).add_request(request);
-                if let Some(us) = to_fallback_us(request) {
-                    at(
-                        tallies,
-                        minute,
-                        Subject::Provider,
-                        request.first_failed_provider,
-                    )
-                    .add_fallback_recovery(us);
-                }
-            }
-            Event::Switch(switch) => {
-                let tally = at(tallies, minute, Subject::Provider, &switch.from);
-                tally.switches += 1;
-                tally.unnecessary_switches += u64::from(switch.unnecessary);
-            }
-            Event::Unnecessary { switch, .. } => {
-                at(tallies, minute, Subject::Provider, &switch.from).unnecessary_switches += 1;
-            }
-        }
     }
 
     /// The cost as a currency amount.
@@ -375,10 +322,105 @@ pub fn to_fallback_us(request: &crate::store::telemetry::RequestEvent<'_>) -> Op
     Some(request.at_ns.saturating_sub(failed) / 1_000)
 }
 
+/// Counts one `kind`. Looked up before inserting: the kinds repeat, so
+/// allocating the key for every event would be the scan's main cost.
+fn count(counts: &mut BTreeMap<String, u64>, kind: &str) {
+    match counts.get_mut(kind) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(kind.to_owned(), 1);
+        }
+    }
+}
+
 fn cost_nanos(cost: f64) -> u64 {
     if cost.is_finite() && cost > 0.0 {
         (cost * COST_SCALE).round() as u64
     } else {
         0
+    }
+}
+
+/// Tallies by subject: what a scan of events folds into.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tallies {
+    pub providers: HashMap<String, Aggregate>,
+    pub routes: HashMap<String, Aggregate>,
+}
+
+impl Tallies {
+    /// The tally of `name`, made on first use. Looked up before inserting
+    /// so that the name is only allocated once per subject, not per event.
+    pub fn at(&mut self, subject: Subject, name: &str) -> &mut Aggregate {
+        let map = match subject {
+            Subject::Provider => &mut self.providers,
+            Subject::Route => &mut self.routes,
+        };
+        if !map.contains_key(name) {
+            map.insert(name.to_owned(), Aggregate::default());
+        }
+        map.get_mut(name).expect("inserted above")
+    }
+
+    /// Folds one event in, under the subjects it concerns: an attempt
+    /// under its provider (and, if it broke the contract, its route's
+    /// violations); a request under its route (and its time-to-fallback
+    /// under the provider that failed first); a switch under the provider
+    /// it left.
+    pub fn fold(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Attempt(attempt) => {
+                self.at(Subject::Provider, attempt.provider)
+                    .add_attempt(attempt);
+                if attempt.outcome == "contract" {
+                    self.at(Subject::Route, attempt.route).contract_violations += 1;
+                }
+            }
+            Event::Request(request) => {
+                self.at(Subject::Route, request.route).add_request(request);
+                if let Some(us) = to_fallback_us(request) {
+                    self.at(Subject::Provider, request.first_failed_provider)
+                        .add_fallback_recovery(us);
+                }
+            }
+            Event::Switch(switch) => {
+                let tally = self.at(Subject::Provider, &switch.from);
+                tally.switches += 1;
+                tally.unnecessary_switches += u64::from(switch.unnecessary);
+            }
+            Event::Unnecessary { switch, .. } => {
+                self.at(Subject::Provider, &switch.from)
+                    .unnecessary_switches += 1;
+            }
+        }
+    }
+
+    pub fn add(&mut self, subject: Subject, name: &str, aggregate: &Aggregate) {
+        self.at(subject, name).merge(aggregate);
+    }
+
+    pub fn merge(&mut self, other: &Tallies) {
+        for (name, aggregate) in &other.providers {
+            self.add(Subject::Provider, name, aggregate);
+        }
+        for (name, aggregate) in &other.routes {
+            self.add(Subject::Route, name, aggregate);
+        }
+    }
+
+    /// Every tally with its subject, in a stable order.
+    pub fn entries(&self) -> Vec<(Subject, &str, &Aggregate)> {
+        let mut entries: Vec<_> = self
+            .providers
+            .iter()
+            .map(|(name, a)| (Subject::Provider, name.as_str(), a))
+            .chain(
+                self.routes
+                    .iter()
+                    .map(|(name, a)| (Subject::Route, name.as_str(), a)),
+            )
+            .collect();
+        entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        entries
     }
 }
