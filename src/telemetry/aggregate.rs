@@ -173,10 +173,13 @@ impl<'de> Deserialize<'de> for Latency {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let buckets = Vec::<[u64; 2]>::deserialize(deserializer)?;
         let mut latency = Latency::new();
+        // A bucket is named by its highest value: the top one's lies a
+        // little above the bound itself.
+        let top = latency.0.highest_equivalent(LATENCY_MAX_US);
         for [value, count] in buckets {
-            if value > LATENCY_MAX_US {
+            if value > top {
                 return Err(serde::de::Error::custom(format!(
-                    "latency bucket {value} µs is above the histogram's {LATENCY_MAX_US} µs"
+                    "latency bucket {value} µs is above the histogram's {top} µs"
                 )));
             }
             latency.0.saturating_record_n(value, count);
@@ -422,5 +425,150 @@ impl Tallies {
             .collect();
         entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::telemetry::{AttemptEvent, RequestEvent, SwitchEvent};
+    use crate::trace::TraceId;
+
+    fn attempt(
+        provider: &str,
+        outcome: &'static str,
+        latency_us: u64,
+        cost: f64,
+    ) -> Event<'static> {
+        Event::Attempt(AttemptEvent {
+            at_ns: 0,
+            trace_id: TraceId::new(),
+            provider: Box::leak(provider.to_owned().into_boxed_str()),
+            route: "default",
+            outcome,
+            reason: "primary",
+            worker: "w",
+            swarm: "s",
+            status: None,
+            latency: Duration::from_micros(latency_us),
+            input_tokens: 3,
+            output_tokens: 4,
+            cost,
+            cancelled: false,
+        })
+    }
+
+    fn request(at_ns: u64, first_failure_ns: Option<u64>, fallback: bool) -> Event<'static> {
+        Event::Request(RequestEvent {
+            at_ns,
+            trace_id: TraceId::new(),
+            swarm: "s",
+            route: "default",
+            worker: "w",
+            state: RequestState::Completed,
+            latency: Duration::from_millis(40),
+            served_by: "provider:b",
+            fallback,
+            degraded: false,
+            refusal: false,
+            needs_review: false,
+            resumed: false,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost: 0.1,
+            error_kind: "",
+            first_failure_ns,
+            first_failed_provider: if first_failure_ns.is_some() { "a" } else { "" },
+        })
+    }
+
+    #[test]
+    fn a_latency_histogram_round_trips_through_its_buckets() {
+        let mut latency = Latency::new();
+        for us in [0, 1, 999, 1_000, 123_456, 7_654_321, 10_000_000_000] {
+            latency.record_us(us);
+        }
+        let json = serde_json::to_string(&latency).unwrap();
+        let back: Latency = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, latency);
+        assert_eq!(back.count(), 7);
+        for q in [0.0, 0.5, 0.9, 1.0] {
+            assert_eq!(back.quantile(q), latency.quantile(q), "q {q}");
+        }
+        // Longer than the histogram's hour: recorded as an hour.
+        assert_eq!(
+            back.quantile(1.0),
+            Some(Duration::from_micros(
+                latency.histogram().highest_equivalent(LATENCY_MAX_US)
+            ))
+        );
+    }
+
+    #[test]
+    fn a_bucket_above_the_histogram_is_refused_when_read() {
+        let error = serde_json::from_str::<Latency>("[[99999999999, 1]]").unwrap_err();
+        assert!(error.to_string().contains("above the histogram"), "{error}");
+    }
+
+    #[test]
+    fn merging_tallies_equals_folding_every_event_into_one() {
+        let events = [
+            attempt("a", "ok", 1_500, 0.1),
+            attempt("a", "5xx", 250_000, 0.0),
+            attempt("b", "contract", 80_000, 0.3),
+            attempt("a", "ok", 1_000_000, 0.7),
+            request(5_000_000_000, Some(4_000_000_000), true),
+            request(6_000_000_000, None, false),
+            Event::Switch(SwitchEvent {
+                swarm: "s".into(),
+                worker: "w".into(),
+                from: "a".into(),
+                to: "b".into(),
+                reason: "failover".into(),
+                unnecessary: true,
+                at_ns: 1,
+            }),
+        ];
+        let mut whole = Tallies::default();
+        events.iter().for_each(|e| whole.fold(e));
+        let (mut left, mut right) = (Tallies::default(), Tallies::default());
+        events[..3].iter().for_each(|e| left.fold(e));
+        events[3..].iter().for_each(|e| right.fold(e));
+        // Merge in the other order: the sums must not depend on it.
+        right.merge(&left);
+        assert_eq!(right, whole);
+
+        let a = &whole.providers["a"];
+        assert_eq!(a.count, 3);
+        assert_eq!(
+            a.outcomes,
+            BTreeMap::from([("5xx".into(), 1), ("ok".into(), 2)])
+        );
+        assert_eq!(a.cost_nanos, 800_000_000);
+        assert_eq!(a.max_latency_us, 1_000_000);
+        assert_eq!((a.to_fallback_count, a.to_fallback_us), (1, 1_000_000));
+        assert_eq!((a.switches, a.unnecessary_switches), (1, 1));
+        let route = &whole.routes["default"];
+        assert_eq!(route.count, 2);
+        assert_eq!(route.fallbacks, 1);
+        assert_eq!(route.contract_violations, 1);
+        assert_eq!(whole.providers["b"].contract_violations, 1);
+    }
+
+    #[test]
+    fn an_aggregate_key_round_trips_and_sorts_by_minute_first() {
+        let key = AggregateKey {
+            minute: 28_333_334,
+            subject: Subject::Route,
+            name: "défaut".into(),
+        };
+        assert_eq!(AggregateKey::from_bytes(&key.to_bytes()), Some(key.clone()));
+        let later = AggregateKey {
+            minute: 28_333_335,
+            subject: Subject::Provider,
+            name: "a".into(),
+        };
+        assert!(key.to_bytes() < later.to_bytes());
+        assert_eq!(AggregateKey::from_bytes(b"short"), None);
     }
 }

@@ -714,3 +714,204 @@ impl Report {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn change(from: &str, to: &str, at_s: u64) -> HealthRecord {
+        HealthRecord {
+            provider: "p".into(),
+            from: from.into(),
+            to: to.into(),
+            reason: "test".into(),
+            at_ns: at_s * S,
+        }
+    }
+
+    fn of(changes: &[HealthRecord], since_s: u64, until_s: u64) -> Availability {
+        let refs: Vec<&HealthRecord> = changes.iter().collect();
+        availability(&refs, since_s * S, until_s * S)
+    }
+
+    #[test]
+    fn uptime_and_mttr_over_two_outages_one_still_open() {
+        // Period 0..1000 s; down 100..160 (60 s) and from 900 on (100 s):
+        // uptime 1 - 160/1000 = 0.84; one repair of 60 s.
+        let a = of(
+            &[
+                change("healthy", "down", 100),
+                change("down", "healthy", 160),
+                change("healthy", "down", 900),
+            ],
+            0,
+            1000,
+        );
+        assert!((a.uptime - 0.84).abs() < 1e-12, "{a:?}");
+        assert_eq!(a.down_ms, 160_000.0);
+        assert_eq!((a.outages, a.recoveries), (2, 1));
+        assert_eq!(a.mttr_ms, Some(60_000.0));
+        assert!(a.down_at_end);
+    }
+
+    #[test]
+    fn an_outage_begun_before_the_period_counts_whole_for_mttr_and_clipped_for_uptime() {
+        // Down 50..130 s, period 100..200: 30 s of it down; MTTR 80 s.
+        let a = of(
+            &[
+                change("healthy", "down", 50),
+                change("down", "healthy", 130),
+            ],
+            100,
+            200,
+        );
+        assert!((a.uptime - 0.7).abs() < 1e-12, "{a:?}");
+        assert_eq!((a.outages, a.recoveries), (1, 1));
+        assert_eq!(a.mttr_ms, Some(80_000.0));
+        assert!(!a.down_at_end);
+        // Repaired before the period: not its outage at all.
+        let before = of(
+            &[change("healthy", "down", 10), change("down", "healthy", 20)],
+            100,
+            200,
+        );
+        assert_eq!(
+            (before.uptime, before.outages, before.mttr_ms),
+            (1.0, 0, None)
+        );
+    }
+
+    #[test]
+    fn a_history_that_starts_down_is_down_until_its_first_change_with_no_mttr() {
+        let a = of(&[change("down", "healthy", 150)], 100, 200);
+        assert!((a.uptime - 0.5).abs() < 1e-12, "{a:?}");
+        assert_eq!((a.outages, a.recoveries, a.mttr_ms), (1, 0, None));
+    }
+
+    #[test]
+    fn degraded_is_up_and_repeated_down_is_one_outage() {
+        let a = of(
+            &[
+                change("healthy", "degraded", 10),
+                change("degraded", "down", 20),
+                change("down", "down", 25),
+                change("down", "degraded", 40),
+                change("degraded", "healthy", 50),
+            ],
+            0,
+            100,
+        );
+        assert!((a.uptime - 0.8).abs() < 1e-12, "{a:?}");
+        assert_eq!((a.outages, a.recoveries, a.mttr_ms), (1, 1, Some(20_000.0)));
+        let none = of(&[], 0, 100);
+        assert_eq!((none.uptime, none.outages), (1.0, 0));
+    }
+
+    fn route_tally(answered: u64, failed: u64, refused: u64) -> Aggregate {
+        let mut tally = Aggregate {
+            count: answered + failed + refused,
+            ..Aggregate::default()
+        };
+        tally.outcomes.insert("ok".into(), answered);
+        if failed > 0 {
+            tally.outcomes.insert("5xx".into(), failed);
+        }
+        if refused > 0 {
+            tally.outcomes.insert("refusal".into(), refused);
+        }
+        tally.refusals = refused;
+        for i in 0..tally.count {
+            tally.latency.record_us(1_000 * (i + 1));
+        }
+        tally.max_latency_us = 1_000 * tally.count;
+        tally
+    }
+
+    #[test]
+    fn the_error_budget_counts_failures_and_refusals_against_the_objective() {
+        // 1000 requests, 5 failed + 3 refused = 8 missed; 1% allowed = 10:
+        // 20% of the budget left, burning at 0.8.
+        let r = route_report("default", &route_tally(992, 5, 3), None, 0.99);
+        assert_eq!((r.requests, r.answered), (1000, 992));
+        assert!((r.error_budget_left.unwrap() - 0.2).abs() < 1e-9, "{r:?}");
+        assert!((r.burn_rate.unwrap() - 0.8).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.errors, BTreeMap::from([("5xx".into(), 5)]));
+        assert!((r.error_rates["5xx"] - 0.005).abs() < 1e-12);
+        assert_eq!(r.sla_attainment, None);
+        // Twice the allowed misses: the budget is overspent by as much.
+        let over = route_report("default", &route_tally(98, 2, 0), None, 0.99);
+        assert!(
+            (over.error_budget_left.unwrap() + 1.0).abs() < 1e-9,
+            "{over:?}"
+        );
+        assert!((over.burn_rate.unwrap() - 2.0).abs() < 1e-9);
+        let idle = route_report("default", &Aggregate::default(), None, 0.99);
+        assert_eq!(
+            (idle.error_budget_left, idle.burn_rate, idle.success_rate),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn sla_attainment_is_the_share_within_the_target() {
+        // Latencies 1..=100 ms; target 95 ms: 95 of 100 within, met.
+        let r = route_report(
+            "r",
+            &route_tally(100, 0, 0),
+            Some(Duration::from_millis(95)),
+            0.99,
+        );
+        assert_eq!(r.sla_attainment, Some(0.95));
+        assert_eq!(r.sla_met, Some(true));
+        let r = route_report(
+            "r",
+            &route_tally(100, 0, 0),
+            Some(Duration::from_millis(90)),
+            0.99,
+        );
+        assert_eq!((r.sla_attainment, r.sla_met), (Some(0.90), Some(false)));
+        assert_eq!(r.latency.max_ms, Some(100.0));
+    }
+
+    #[test]
+    fn the_table_names_every_provider_and_route_with_its_errors() {
+        let mut tallies = Tallies::default();
+        *tallies.at(super::super::aggregate::Subject::Route, "default") = route_tally(9, 1, 0);
+        let mut options = ReportOptions::new(0, 3_600 * S);
+        options.providers.insert("idle".into());
+        let report = compute(
+            &tallies,
+            &[change("healthy", "down", 1800)],
+            &options,
+            Sources::default(),
+        );
+        let table = report.to_table();
+        for needle in [
+            "PROVIDER",
+            "ROUTE",
+            "idle",
+            "default",
+            "errors: 5xx 10.00% (1)",
+            "50.00%",
+        ] {
+            assert!(table.contains(needle), "no {needle:?} in\n{table}");
+        }
+        assert_eq!(report.totals.requests, 10);
+        assert_eq!(report.totals.failed, 1);
+        let p = report.providers.iter().find(|p| p.name == "p").unwrap();
+        assert_eq!(p.availability.uptime, 0.5);
+        assert_eq!(p.success_rate, None);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_ms(0.25), "250µs");
+        assert_eq!(human_ms(12.34), "12.3ms");
+        assert_eq!(human_ms(850.0), "850ms");
+        assert_eq!(human_ms(1_234.0), "1.23s");
+        assert_eq!(human_ms(90_000.0), "1.5m");
+        assert_eq!(human_ms(7_200_000.0), "2.0h");
+    }
+}
