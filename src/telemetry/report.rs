@@ -493,7 +493,7 @@ pub fn availability(history: &[&HealthRecord], since_ns: u64, until_ns: u64) -> 
     }
 }
 
-/// `1.23s`, `850ms`, `12.5ms`, `250µs`, `3.5m`.
+/// `1.23s`, `850ms`, `12.5ms`, `250µs`, `1m15s`, `2h05m`.
 pub fn human_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{:.0}µs", ms * 1_000.0)
@@ -504,9 +504,11 @@ pub fn human_ms(ms: f64) -> String {
     } else if ms < 60_000.0 {
         format!("{:.2}s", ms / 1_000.0)
     } else if ms < 3_600_000.0 {
-        format!("{:.1}m", ms / 60_000.0)
+        let seconds = (ms / 1_000.0).round() as u64;
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
     } else {
-        format!("{:.1}h", ms / 3_600_000.0)
+        let minutes = (ms / 60_000.0).round() as u64;
+        format!("{}h{:02}m", minutes / 60, minutes % 60)
     }
 }
 
@@ -911,7 +913,7 @@ mod tests {
         assert_eq!(human_ms(12.34), "12.3ms");
         assert_eq!(human_ms(850.0), "850ms");
         assert_eq!(human_ms(1_234.0), "1.23s");
-        assert_eq!(human_ms(90_000.0), "1.5m");
-        assert_eq!(human_ms(7_200_000.0), "2.0h");
+        assert_eq!(human_ms(75_000.0), "1m15s");
+        assert_eq!(human_ms(7_500_000.0), "2h05m");
     }
 }
