@@ -200,6 +200,20 @@ fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
+/// A state change's notification; a change the store refused is logged and
+/// not made (the in-memory state follows the store), so the next reading
+/// tries it again.
+fn settled(
+    rule: &str,
+    subject: &str,
+    changed: Result<Option<Notification>, StoreError>,
+) -> Option<Notification> {
+    changed.unwrap_or_else(|error| {
+        tracing::warn!(alert = %rule, %subject, %error, "cannot store an alert episode change; it is tried again on the next reading");
+        None
+    })
+}
+
 /// What one evaluation found about one subject.
 struct Reading {
     bad: bool,
@@ -283,18 +297,14 @@ impl AlertEngine {
 
     /// Takes a new config (a policy change): rules, routes and targets are
     /// replaced, and episodes the new rules no longer cover are resolved.
-    pub fn reconfigure(
-        &mut self,
-        config: &Config,
-        now: SystemTime,
-    ) -> Result<Vec<Notification>, StoreError> {
+    pub fn reconfigure(&mut self, config: &Config, now: SystemTime) -> Vec<Notification> {
         self.configure(config);
         self.reconcile(now)
     }
 
     /// Resolves the open episodes that no rule covers any more (a rule
     /// removed, its kind changed, or its subject gone from the config).
-    pub fn reconcile(&mut self, now: SystemTime) -> Result<Vec<Notification>, StoreError> {
+    pub fn reconcile(&mut self, now: SystemTime) -> Vec<Notification> {
         let orphans: Vec<(String, String)> = self
             .episodes
             .iter()
@@ -312,9 +322,10 @@ impl AlertEngine {
             let summary = format!(
                 "rule `{rule}` no longer covers `{subject}` (the config changed); the episode is closed"
             );
-            out.extend(self.close(&rule, &subject, None, now, summary)?);
+            let closed = self.close(&rule, &subject, None, now, summary);
+            out.extend(settled(&rule, &subject, closed));
         }
-        Ok(out)
+        out
     }
 
     /// Whether any rule is evaluated on the tick (SLA or burn rate).
@@ -351,12 +362,7 @@ impl AlertEngine {
 
     /// A provider's health changed: `down` is bad for every
     /// `provider_down` rule covering it.
-    pub fn on_health(
-        &mut self,
-        provider: &str,
-        down: bool,
-        at: SystemTime,
-    ) -> Result<Vec<Notification>, StoreError> {
+    pub fn on_health(&mut self, provider: &str, down: bool, at: SystemTime) -> Vec<Notification> {
         self.health(provider, down, at, None)
     }
 
@@ -367,7 +373,7 @@ impl AlertEngine {
         down: bool,
         at: SystemTime,
         reason: Option<&str>,
-    ) -> Result<Vec<Notification>, StoreError> {
+    ) -> Vec<Notification> {
         let rules: Vec<AlertRule> = self
             .rules
             .iter()
@@ -393,13 +399,16 @@ impl AlertEngine {
                     format!("provider `{provider}` is up again{because}")
                 },
             };
-            out.extend(self.transition(&rule, provider, reading, at)?);
+            let changed = self.transition(&rule, provider, reading, at);
+            out.extend(settled(&rule.name, provider, changed));
         }
-        Ok(out)
+        out
     }
 
     /// Reads the journal up to `now` and evaluates every SLA and burn-rate
-    /// rule against its window.
+    /// rule against its window. Fails only when the journal cannot be read;
+    /// an episode change that cannot be stored is logged and left for the
+    /// next evaluation, while the other subjects go on.
     pub fn evaluate(&mut self, now: SystemTime) -> Result<Vec<Notification>, StoreError> {
         if !self.has_windowed_rules() {
             return Ok(Vec::new());
@@ -412,7 +421,8 @@ impl AlertEngine {
                 let Some(reading) = self.read(&rule, &subject, now_ms) else {
                     continue;
                 };
-                out.extend(self.transition(&rule, &subject, reading, now)?);
+                let changed = self.transition(&rule, &subject, reading, now);
+                out.extend(settled(&rule.name, &subject, changed));
             }
         }
         Ok(out)
@@ -588,19 +598,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path());
         let mut engine = AlertEngine::new(&store, &config(DOWN)).unwrap();
-        let fired = engine.on_health("kb", true, at(0)).unwrap();
+        let fired = engine.on_health("kb", true, at(0));
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].status, Status::Firing);
         assert_eq!(fired[0].subject, "kb");
-        assert!(engine.on_health("kb", true, at(5)).unwrap().is_empty());
-        assert_eq!(engine.on_health("kb2", true, at(6)).unwrap().len(), 1);
-        assert!(engine.on_health("kb2", true, at(7)).unwrap().is_empty());
-        let resolved = engine.on_health("kb", false, at(65)).unwrap();
+        assert!(engine.on_health("kb", true, at(5)).is_empty());
+        assert_eq!(engine.on_health("kb2", true, at(6)).len(), 1);
+        assert!(engine.on_health("kb2", true, at(7)).is_empty());
+        let resolved = engine.on_health("kb", false, at(65));
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, Status::Resolved);
         assert_eq!(resolved[0].duration(), Some(Duration::from_secs(65)));
-        assert!(resolved[0].summary.ends_with("(after 1m5s)"), "{}", resolved[0].summary);
-        assert!(engine.on_health("kb", false, at(70)).unwrap().is_empty());
+        assert!(
+            resolved[0].summary.ends_with("(after 1m5s)"),
+            "{}",
+            resolved[0].summary
+        );
+        assert!(engine.on_health("kb", false, at(70)).is_empty());
         assert_eq!(engine.open_episodes().count(), 1);
     }
 
@@ -610,8 +624,8 @@ mod tests {
         let store = open_store(dir.path());
         let mut engine =
             AlertEngine::new(&store, &config(&format!("{DOWN}provider = \"kb2\"\n"))).unwrap();
-        assert!(engine.on_health("kb", true, at(0)).unwrap().is_empty());
-        assert_eq!(engine.on_health("kb2", true, at(0)).unwrap().len(), 1);
+        assert!(engine.on_health("kb", true, at(0)).is_empty());
+        assert_eq!(engine.on_health("kb2", true, at(0)).len(), 1);
     }
 
     #[test]
@@ -620,14 +634,14 @@ mod tests {
         {
             let store = open_store(dir.path());
             let mut engine = AlertEngine::new(&store, &config(DOWN)).unwrap();
-            assert_eq!(engine.on_health("kb", true, at(0)).unwrap().len(), 1);
+            assert_eq!(engine.on_health("kb", true, at(0)).len(), 1);
             store.flush().unwrap();
         }
         let store = open_store(dir.path());
         let mut engine = AlertEngine::new(&store, &config(DOWN)).unwrap();
-        assert!(engine.reconcile(at(10)).unwrap().is_empty());
-        assert!(engine.on_health("kb", true, at(20)).unwrap().is_empty());
-        let resolved = engine.on_health("kb", false, at(30)).unwrap();
+        assert!(engine.reconcile(at(10)).is_empty());
+        assert!(engine.on_health("kb", true, at(20)).is_empty());
+        let resolved = engine.on_health("kb", false, at(30));
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].started_at, at(0));
         assert_eq!(resolved[0].duration(), Some(Duration::from_secs(30)));
@@ -638,16 +652,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path());
         let mut engine = AlertEngine::new(&store, &config(DOWN)).unwrap();
-        engine.on_health("kb", true, at(0)).unwrap();
-        let renamed = config("[alerts]\n[[alerts.rules]]\nname = \"other\"\nkind = \"provider_down\"\n");
-        let closed = engine.reconfigure(&renamed, at(40)).unwrap();
+        engine.on_health("kb", true, at(0));
+        let renamed =
+            config("[alerts]\n[[alerts.rules]]\nname = \"other\"\nkind = \"provider_down\"\n");
+        let closed = engine.reconfigure(&renamed, at(40));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].alert, "down");
         assert_eq!(closed[0].status, Status::Resolved);
-        assert!(closed[0].summary.contains("no longer covers `kb`"), "{}", closed[0].summary);
+        assert!(
+            closed[0].summary.contains("no longer covers `kb`"),
+            "{}",
+            closed[0].summary
+        );
         assert_eq!(AlertEpisodes::new(&store).unwrap().all().unwrap().len(), 0);
         // The renamed rule starts its own episode on the next Down.
-        assert_eq!(engine.on_health("kb", true, at(41)).unwrap()[0].alert, "other");
+        assert_eq!(engine.on_health("kb", true, at(41))[0].alert, "other");
     }
 
     fn journal_request(journal: &Journal, latency: Duration, ok: bool) {
@@ -698,7 +717,11 @@ mod tests {
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert!((fired[0].value.unwrap() - 7.5).abs() < 1e-9, "{fired:?}");
         assert_eq!(fired[0].threshold, Some(2.0));
-        assert!(fired[0].summary.contains("3 of 4 requests failed"), "{}", fired[0].summary);
+        assert!(
+            fired[0].summary.contains("3 of 4 requests failed"),
+            "{}",
+            fired[0].summary
+        );
         // 3 of 16 failed: 1.875× ≤ 2×.
         for _ in 0..12 {
             journal_request(&journal, Duration::ZERO, true);
@@ -706,7 +729,10 @@ mod tests {
         let resolved = engine.evaluate(SystemTime::now()).unwrap();
         assert_eq!(resolved.len(), 1, "{resolved:?}");
         assert_eq!(resolved[0].status, Status::Resolved);
-        assert!((resolved[0].value.unwrap() - 1.875).abs() < 1e-9, "{resolved:?}");
+        assert!(
+            (resolved[0].value.unwrap() - 1.875).abs() < 1e-9,
+            "{resolved:?}"
+        );
     }
 
     #[test]
@@ -724,7 +750,12 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(engine.evaluate(now).unwrap().len(), 1);
         // Ten minutes on, the window is empty: the episode stays open.
-        assert!(engine.evaluate(now + Duration::from_secs(600)).unwrap().is_empty());
+        assert!(
+            engine
+                .evaluate(now + Duration::from_secs(600))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(engine.open_episodes().count(), 1);
     }
 

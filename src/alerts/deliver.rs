@@ -98,7 +98,7 @@ impl Delivery {
                 return;
             };
             tracing::warn!(
-                webhook = self.origin.as_deref().unwrap_or("-"),
+                webhook = %self.origin.as_deref().unwrap_or("-"),
                 alert = %n.alert,
                 subject = %n.subject,
                 status = ?n.status,
@@ -139,7 +139,7 @@ impl Delivery {
             && tokio::time::timeout(grace, task).await.is_err()
         {
             tracing::warn!(
-                webhook = self.origin.as_deref().unwrap_or("-"),
+                webhook = %self.origin.as_deref().unwrap_or("-"),
                 "alert notifications still queued for the webhook at shutdown are dropped"
             );
         }
@@ -216,10 +216,16 @@ mod tests {
     #[test]
     fn only_transient_statuses_are_retried() {
         for code in [500, 502, 503, 429, 408] {
-            assert!(retryable(reqwest::StatusCode::from_u16(code).unwrap()), "{code}");
+            assert!(
+                retryable(reqwest::StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
         }
         for code in [400, 401, 404, 302] {
-            assert!(!retryable(reqwest::StatusCode::from_u16(code).unwrap()), "{code}");
+            assert!(
+                !retryable(reqwest::StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
         }
     }
 }

@@ -3,8 +3,7 @@
 //! One task owns the [`AlertEngine`]; everything else talks to it through
 //! an [`AlertHandle`], whose messages are handled in the order they were
 //! sent (a health change reported before an `evaluate` is seen by it). The
-//! task evaluates the windowed rules every `evaluate_every`, off the async
-//! threads since a first scan of a long window reads many journal records.
+//! task evaluates the windowed rules every `evaluate_every`.
 //! Notifications leave only after the episode writes behind them are
 //! durable, then go to the log and the webhook queue.
 
@@ -122,38 +121,34 @@ pub fn spawn(
 }
 
 async fn run(
-    engine: AlertEngine,
+    mut engine: AlertEngine,
     store: Store,
     config: Arc<Config>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut engine = Some(engine);
     let mut settings = config.alerts.clone();
     let mut delivery = Delivery::start(settings.webhook.clone(), settings.webhook_timeout);
     if settings.webhook.is_some() || !settings.rules.is_empty() {
         tracing::info!(
             rules = settings.rules.len(),
-            webhook = settings.webhook.as_ref().map_or("none", |w| w.origin()),
+            webhook = %settings.webhook.as_ref().map_or("none", |w| w.origin()),
             "alerts armed"
         );
     }
     let mut tick = ticker(settings.evaluate_every);
-    if let Some(engine) = engine.as_mut() {
-        let reconciled = engine.reconcile(SystemTime::now());
-        settle(&store, reconciled, &delivery).await;
-    }
+    let reconciled = engine.reconcile(SystemTime::now());
+    settle(&store, Ok(reconciled), &delivery).await;
 
     loop {
-        let windowed = engine.as_ref().is_some_and(AlertEngine::has_windowed_rules);
+        let windowed = engine.has_windowed_rules();
         let command = tokio::select! {
             command = inbox.recv() => command,
             _ = tick.tick(), if windowed => {
-                engine = evaluate(engine, &store, &delivery).await;
+                evaluate(&mut engine, &store, &delivery).await;
                 continue;
             }
         };
         let Some(command) = command else { break };
-        let Some(current) = engine.as_mut() else { break };
         match command {
             Command::Health {
                 provider,
@@ -161,11 +156,11 @@ async fn run(
                 at,
                 reason,
             } => {
-                let changed = current.health(&provider, down, at, reason.as_deref());
-                settle(&store, changed, &delivery).await;
+                let changed = engine.health(&provider, down, at, reason.as_deref());
+                settle(&store, Ok(changed), &delivery).await;
             }
             Command::Evaluate(done) => {
-                engine = evaluate(engine, &store, &delivery).await;
+                evaluate(&mut engine, &store, &delivery).await;
                 let _ = done.send(());
             }
             Command::Flush(done) => {
@@ -178,10 +173,12 @@ async fn run(
                 });
             }
             Command::Reload(config) => {
-                let reconciled = current.reconfigure(&config, SystemTime::now());
-                settle(&store, reconciled, &delivery).await;
+                let reconciled = engine.reconfigure(&config, SystemTime::now());
+                settle(&store, Ok(reconciled), &delivery).await;
                 let next = config.alerts.clone();
-                if next.webhook != settings.webhook || next.webhook_timeout != settings.webhook_timeout {
+                if next.webhook != settings.webhook
+                    || next.webhook_timeout != settings.webhook_timeout
+                {
                     let old = std::mem::replace(
                         &mut delivery,
                         Delivery::start(next.webhook.clone(), next.webhook_timeout),
@@ -197,9 +194,6 @@ async fn run(
             }
             Command::Shutdown => break,
         }
-        if engine.is_none() {
-            break;
-        }
     }
     delivery.close(settings.webhook_timeout * 2).await;
 }
@@ -212,41 +206,27 @@ fn ticker(every: Duration) -> tokio::time::Interval {
     tick
 }
 
-/// Runs one evaluation on the blocking pool and settles its result; `None`
-/// when the evaluation panicked (the task then stops).
-async fn evaluate(
-    engine: Option<AlertEngine>,
-    store: &Store,
-    delivery: &Delivery,
-) -> Option<AlertEngine> {
-    let mut engine = engine?;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let result = engine.evaluate(SystemTime::now());
-        (engine, result)
-    })
-    .await;
-    match outcome {
-        Ok((engine, result)) => {
-            settle(store, result, delivery).await;
-            Some(engine)
+/// Runs one evaluation and settles its result. The journal scan is
+/// synchronous: on a multi-threaded runtime the worker hands its other
+/// tasks off while it reads; on a current-thread runtime (tests) it runs
+/// inline, which also keeps a paused clock from jumping while it reads.
+async fn evaluate(engine: &mut AlertEngine, store: &Store, delivery: &Delivery) {
+    let now = SystemTime::now();
+    let result = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| engine.evaluate(now))
         }
-        Err(error) => {
-            tracing::error!(%error, "alert evaluation panicked; alerts are off until restart");
-            None
-        }
-    }
+        _ => engine.evaluate(now),
+    };
+    settle(store, result, delivery).await;
 }
 
 /// Makes the episode writes durable, then logs and queues the notifications.
-async fn settle(
-    store: &Store,
-    result: Result<Vec<Notification>, StoreError>,
-    delivery: &Delivery,
-) {
+async fn settle(store: &Store, result: Result<Vec<Notification>, StoreError>, delivery: &Delivery) {
     let notifications = match result {
         Ok(notifications) => notifications,
         Err(error) => {
-            tracing::warn!(%error, "alert evaluation failed; retrying on the next tick");
+            tracing::warn!(%error, "alert evaluation cannot read the journal; retrying on the next tick");
             return;
         }
     };

@@ -141,7 +141,8 @@ impl Window {
             match record.state {
                 RequestState::Failed => counts.failed += 1,
                 _ => {
-                    let latency = Duration::from_millis(finished.saturating_sub(record.accepted_ms));
+                    let latency =
+                        Duration::from_millis(finished.saturating_sub(record.accepted_ms));
                     if self.targets[slot].is_some_and(|target| latency <= target) {
                         counts.within += 1;
                     }

@@ -330,7 +330,10 @@ pub(super) fn validate(
             ("slo", rule.slo.as_ref().map(Spanned::span)),
             ("threshold", rule.threshold.as_ref().map(Spanned::span)),
             ("window", rule.window.as_ref().map(Spanned::span)),
-            ("min_requests", rule.min_requests.as_ref().map(Spanned::span)),
+            (
+                "min_requests",
+                rule.min_requests.as_ref().map(Spanned::span),
+            ),
         ];
         for (field, field_span) in present {
             if let Some(field_span) = field_span
@@ -347,7 +350,11 @@ pub(super) fn validate(
         check.positive(&rule.window, "window", &owner);
         let min_requests = match &rule.min_requests {
             Some(min) if *min.get_ref() == 0 => {
-                check.error(min.span(), "min_requests", format!("{owner}: expected at least 1"));
+                check.error(
+                    min.span(),
+                    "min_requests",
+                    format!("{owner}: expected at least 1"),
+                );
                 DEFAULT_MIN_REQUESTS
             }
             Some(min) => *min.get_ref(),
@@ -403,7 +410,9 @@ pub(super) fn validate(
                         check.error(
                             at,
                             "route",
-                            format!("{owner}: route `{name}` has no `sla_p95` latency target to attain"),
+                            format!(
+                                "{owner}: route `{name}` has no `sla_p95` latency target to attain"
+                            ),
                         );
                     }
                     None if routes.values().all(|r| r.sla_p95.is_none()) => check.error(
@@ -427,7 +436,10 @@ pub(super) fn validate(
                 Condition::SlaAttainment {
                     route,
                     target,
-                    window: rule.window.as_ref().map_or(DEFAULT_SLA_WINDOW, |w| w.get_ref().0),
+                    window: rule
+                        .window
+                        .as_ref()
+                        .map_or(DEFAULT_SLA_WINDOW, |w| w.get_ref().0),
                     min_requests,
                 }
             }
@@ -451,7 +463,10 @@ pub(super) fn validate(
                         check.error(
                             t.span(),
                             "threshold",
-                            format!("{owner}: expected a burn rate above zero such as 14.4, found {}", t.get_ref()),
+                            format!(
+                                "{owner}: expected a burn rate above zero such as 14.4, found {}",
+                                t.get_ref()
+                            ),
                         );
                         continue;
                     }
@@ -462,7 +477,10 @@ pub(super) fn validate(
                     route,
                     slo,
                     threshold,
-                    window: rule.window.as_ref().map_or(DEFAULT_BURN_WINDOW, |w| w.get_ref().0),
+                    window: rule
+                        .window
+                        .as_ref()
+                        .map_or(DEFAULT_BURN_WINDOW, |w| w.get_ref().0),
                     min_requests,
                 }
             }
@@ -638,8 +656,7 @@ mod tests {
 
     #[test]
     fn a_missing_target_is_reported_at_the_rule() {
-        let found =
-            errors("[alerts]\n[[alerts.rules]]\nname = \"s\"\nkind = \"sla_attainment\"\n");
+        let found = errors("[alerts]\n[[alerts.rules]]\nname = \"s\"\nkind = \"sla_attainment\"\n");
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].starts_with(
@@ -651,7 +668,9 @@ mod tests {
 
     #[test]
     fn an_unknown_key_in_a_rule_is_an_error() {
-        let found = errors("[alerts]\n[[alerts.rules]]\nname = \"s\"\nkind = \"provider_down\"\nseverity = \"page\"\n");
+        let found = errors(
+            "[alerts]\n[[alerts.rules]]\nname = \"s\"\nkind = \"provider_down\"\nseverity = \"page\"\n",
+        );
         assert!(found[0].starts_with("baton.toml:13:1: error:"), "{found:?}");
         assert!(found[0].contains("severity"), "{found:?}");
     }
