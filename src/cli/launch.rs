@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton::actor::baton::{Baton, BatonArgs, BatonMsg, start_swarm};
+use baton::actor::baton::{Baton, BatonArgs, BatonMsg, HealthListener, start_swarm};
+use baton::actor::health::HealthChange;
 use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
+use baton::alerts::AlertHandle;
 use baton::knowledge::KnowledgeIndex;
 use baton::review::{NewReview, ReviewId, ReviewQueue};
 use baton::routing::pool::Pool;
@@ -63,6 +65,18 @@ pub struct Running {
     resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Folds old raw telemetry into per-minute aggregates while it runs.
     compactor: Option<JoinHandle<()>>,
+    /// The `[alerts]` rules watched while it runs.
+    alerts: Option<(AlertHandle, JoinHandle<()>)>,
+}
+
+/// Tells the alerts each provider's state as this process starts (breakers
+/// restored from the store included), so that an episode a previous
+/// process left open is resolved if the provider recovered meanwhile.
+fn report_start_health(alerts: &AlertHandle, router: &Router) {
+    let now = std::time::SystemTime::now();
+    for handle in router.pool().handles() {
+        alerts.on_health(&handle.id().0, !handle.health().is_up(), now);
+    }
 }
 
 /// Opens the store of the state directory for a process that will hold it.
@@ -127,14 +141,28 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         tracing::debug!(pruned, "expired cached responses dropped");
         router.cache().attach(Arc::new(durable));
     }
+    let alerts = match &store {
+        Some(store) => Some(
+            baton::alerts::spawn(store.clone(), Arc::new(config.clone()))
+                .context("cannot start the alerts")?,
+        ),
+        None => None,
+    };
+    let health_listener: Option<HealthListener> = alerts.as_ref().map(|(alerts, _)| {
+        let alerts = alerts.clone();
+        Arc::new(move |change: &HealthChange| alerts.on_change(change)) as HealthListener
+    });
     let (root, handle) = Baton::start_with(BatonArgs {
-        router,
+        router: router.clone(),
         health: config.health.clone(),
         store: store.clone(),
-        health_listener: None,
+        health_listener,
     })
     .await
     .context("cannot start the root actor")?;
+    if let Some((alerts, _)) = &alerts {
+        report_start_health(alerts, &router);
+    }
     let loaded = Arc::new(loaded);
     let supervisor = start_swarm(&root, loaded.clone(), knowledge.clone())
         .await
@@ -163,6 +191,7 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         _admin: admin,
         resuming: std::sync::Mutex::new(Vec::new()),
         compactor,
+        alerts,
     };
     running.recover()?;
     Ok(running)
@@ -334,6 +363,12 @@ impl Running {
             compactor.abort();
         }
         self.root.stop(None);
+        if let Some((alerts, task)) = self.alerts {
+            // Notifications of this run go out before the process ends.
+            alerts.flush().await;
+            alerts.shutdown();
+            let _ = task.await;
+        }
         if let Err(error) = self.handle.await {
             tracing::warn!(%error, "the root actor ended abnormally");
         }
