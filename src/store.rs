@@ -21,7 +21,7 @@
 //! | `sessions`    | session id, UTF-8                             | [`sessions::SessionRecord`]              |
 //! | `telemetry`   | event time ns since the epoch, u64 big-endian, then a u32 big-endian sequence | a telemetry event |
 //! | `aggregates`  | minute since the epoch, u64 BE, then provider or route name | per-minute aggregate            |
-//! | `policies`    | version number, u64 BE; `active` in `meta`    | a policy version                         |
+//! | `policies`    | version number, u64 BE                        | [`policy::PolicyVersion`] (files + hash + author/message + diff) |
 //! | `breakers`    | provider id, UTF-8                            | [`health::BreakerRecord`]                |
 //! | `health`      | provider id, 0x00, time ns u64 BE             | [`health::HealthRecord`]                 |
 //! | `cache`       | request fingerprint, 32 bytes                 | a cached response                        |
@@ -30,7 +30,7 @@
 //! | `keys`        | SHA-256 of the virtual key, 32 bytes          | a virtual key's scope and limits         |
 //! | `idempotency` | SHA-256 of scope and Idempotency-Key          | the first request's result               |
 //! | `knowledge`   | swarm name, UTF-8                             | the swarm's index                        |
-//! | `meta`        | UTF-8 name                                    | store-wide settings (`format`, `active`) |
+//! | `meta`        | UTF-8 name                                    | store-wide settings: `format`; `active`, the active policy version (u64) |
 //!
 //! # Durability
 //!
@@ -45,6 +45,7 @@ pub mod codec;
 pub mod commit;
 pub mod health;
 pub mod journal;
+pub mod policy;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
