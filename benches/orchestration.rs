@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton::actor::baton::{Baton, start_swarm};
+use baton::actor::baton::{Baton, BatonArgs, start_swarm};
 use baton::actor::supervisor::SupervisorMsg;
 use baton::config::{Config, ProviderId};
 use baton::provider::mock::{MockServer, Script};
@@ -24,6 +24,7 @@ use baton::provider::openai::OpenAi;
 use baton::provider::{AttemptDeadline, Backend, collect};
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
+use baton::store::{Durability, Store, StoreSettings};
 use baton::template::load_swarm;
 
 const SEQUENTIAL: usize = 2_000;
@@ -54,7 +55,21 @@ fn main() {
         let swarm = load_swarm(Path::new("agents/support-bot"), &config).expect("swarm").swarm;
         let swarm_for_prompts = swarm.clone();
         let router = Arc::new(Router::new(&config, Pool::from_config(&config).unwrap()).unwrap());
-        let (root, _) = Baton::start(router, config.health.clone()).await.expect("root");
+        // BATON_BENCH_JOURNAL=flush|relaxed: the same run with the store
+        // on, every request journaled with that durability.
+        let journal = std::env::var("BATON_BENCH_JOURNAL").ok();
+        let state = tempfile::tempdir().expect("state dir");
+        let store = journal.as_deref().map(|mode| {
+            let settings = StoreSettings {
+                durability: if mode == "relaxed" { Durability::Relaxed } else { Durability::Flush },
+                ..StoreSettings::default()
+            };
+            Store::open(state.path(), &settings).expect("store")
+        });
+        println!("journal: {}", journal.as_deref().unwrap_or("off"));
+        let (root, _) = Baton::start_with(BatonArgs { router, health: config.health.clone(), store, health_listener: None })
+            .await
+            .expect("root");
         let supervisor = start_swarm(&root, Arc::new(swarm), None).await.expect("supervisor");
         // The direct call sends the very request the billing worker
         // assembles, so that the difference is the orchestration and not

@@ -49,4 +49,7 @@ pub enum AskError {
     Route(#[from] RouteError),
     #[error("{0}")]
     WorkerDown(String),
+    /// The journal could not record the request: it is not acknowledged.
+    #[error("{0}")]
+    Store(String),
 }

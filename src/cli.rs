@@ -4,6 +4,7 @@
 //! and print results. Exit codes: 0 success, 1 the input had errors (or a
 //! command failed), 2 bad usage (clap's own).
 
+mod admin;
 mod agents;
 mod ask;
 mod chat;
@@ -13,6 +14,9 @@ mod mock_provider;
 mod review;
 mod run;
 mod show;
+mod status;
+mod store;
+mod trace;
 mod validate;
 
 use std::path::PathBuf;
@@ -21,7 +25,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use baton::config::Config;
-use baton::review::ReviewQueue;
+use baton::store::Store;
+
+use self::admin::Output;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +39,7 @@ pub struct Cli {
     /// Config file (else $BATON_CONFIG, else ./baton.toml, else the built-in default).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// State directory: the review queue (and, later, the store) live here.
+    /// State directory: the store (`state/`) and its admin socket live here.
     #[arg(
         long,
         global = true,
@@ -64,6 +70,13 @@ enum Command {
     /// The review queue: answers of high-stakes agents served by a fallback.
     #[command(subcommand)]
     Review(review::Command),
+    /// The whole life of one request: classification, workers, attempts, answer.
+    Trace(trace::Args),
+    /// Providers' breakers and health, open requests, pending reviews.
+    Status(status::Args),
+    /// The store itself: check it, compact telemetry.
+    #[command(subcommand)]
+    Store(store::Command),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -81,6 +94,11 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
         Command::Review(command) => review::run(&cli, command),
+        Command::Trace(args) => admin::with_store(&cli, |store, out| trace::exec(args, store, out)),
+        Command::Status(args) => {
+            admin::with_store(&cli, |store, out| status::exec(args, store, out))
+        }
+        Command::Store(command) => store::run(&cli, command),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
@@ -127,9 +145,16 @@ impl Cli {
     fn config(&self) -> anyhow::Result<Config> {
         Ok(Config::discover(self.config.as_deref())?)
     }
+}
 
-    /// The review queue in the state directory.
-    fn reviews(&self) -> ReviewQueue {
-        ReviewQueue::open(&self.state)
+/// Runs a store command against `store`, for the admin socket; `None` for
+/// a command that does not work on the store.
+fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Result<ExitCode>> {
+    match &cli.command {
+        Command::Review(command) => Some(review::exec(command, store, out)),
+        Command::Trace(args) => Some(trace::exec(args, store, out)),
+        Command::Status(args) => Some(status::exec(args, store, out)),
+        Command::Store(command) => store::exec(command, store, out),
+        _ => None,
     }
 }

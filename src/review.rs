@@ -7,62 +7,34 @@
 //! answer here, and a reviewer approves or rejects it with a note.
 //!
 //! # Storage
-//! One JSON Lines log, `reviews.jsonl` in the state directory. Each line is
-//! an event: an item was added, or a decision was taken on one. The queue's
-//! state is the replay of the log, read afresh on every query, so that
-//! `baton review` in one process sees what `baton run` in another appended
-//! a moment ago, without either locking the other out. Lines are only ever
-//! appended: two processes appending at once cannot overwrite each other's
-//! lines, because the file is opened with `O_APPEND` and each line goes out
-//! in one `write`; within one process a mutex serialises the writers as
-//! well, so concurrent `add`s never interleave their bytes. If two
-//! reviewers decide the same item at once, both lines land and the first in
-//! the log wins; later ones are ignored on replay.
-//!
-//! A crash in the middle of a write can leave a line cut short: the next
-//! append starts on a fresh line, and replay skips (with a warning) a line
-//! that ends before its JSON does, since a write cut short never became an
-//! event. Any other line that does not parse is corruption and is reported
-//! with its file and line.
-//!
-//! This is the whole storage: a later issue moves the queue into the sled
-//! store (its `reviews` tree). Callers see only this module's API.
+//! The `reviews` tree of the store: review id → [`ReviewItem`] (versioned
+//! JSON, see `store`). A decision is a compare-and-swap on the item, so of
+//! two reviewers deciding the same item at once exactly one wins and the
+//! other is told it is already decided. The process that holds the store
+//! (`run`, `chat`, `serve`) queues answers; `baton review` reaches the
+//! queue directly, or through that process's admin socket.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::actor::Answer;
 use crate::routing::router::{Outcome, ServedBy};
+use crate::store::codec::{decode, encode};
+use crate::store::{Store, StoreError};
 use crate::trace::TraceId;
 
-/// The log's file name inside the state directory.
-pub const LOG_FILE: &str = "reviews.jsonl";
+/// The store tree of the queue.
+pub const TREE: &str = "reviews";
 
 /// Why the queue could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("cannot {action} review log {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: corrupt review log line: {message}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("no review `{id}` in {} (see `baton review list --all`)", path.display())]
-    UnknownId { id: String, path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no review `{id}` (see `baton review list --all`)")]
+    UnknownId { id: String },
     #[error("review `{id}` is already {status}; a decision is final")]
     AlreadyDecided { id: String, status: ReviewStatus },
 }
@@ -273,51 +245,19 @@ pub fn served_by_label(outcome: &Outcome) -> String {
     }
 }
 
-/// One line of the log.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase", deny_unknown_fields)]
-enum Event {
-    Added {
-        id: ReviewId,
-        trace_id: TraceId,
-        swarm: String,
-        worker: String,
-        session: Option<String>,
-        question: String,
-        answer: String,
-        served_by: String,
-        degraded: bool,
-        at: Timestamp,
-    },
-    Decided {
-        id: ReviewId,
-        status: ReviewStatus,
-        note: Option<String>,
-        at: Timestamp,
-    },
-}
-
-/// The review queue of one state directory.
-#[derive(Debug)]
+/// The review queue of a store.
+#[derive(Debug, Clone)]
 pub struct ReviewQueue {
-    path: PathBuf,
-    /// Serialises this process's appends (see the module docs).
-    append: Mutex<()>,
+    store: Store,
+    tree: sled::Tree,
 }
 
 impl ReviewQueue {
-    /// The queue kept in `state_dir`. Nothing is read or created until the
-    /// queue is used; the directory is created by the first `add`.
-    pub fn open(state_dir: &Path) -> ReviewQueue {
-        ReviewQueue {
-            path: state_dir.join(LOG_FILE),
-            append: Mutex::new(()),
-        }
-    }
-
-    /// The log file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn new(store: &Store) -> Result<ReviewQueue, ReviewError> {
+        Ok(ReviewQueue {
+            store: store.clone(),
+            tree: store.tree(TREE)?,
+        })
     }
 
     /// Queues an answer as pending.
@@ -336,30 +276,30 @@ impl ReviewQueue {
             status: ReviewStatus::Pending,
             decision: None,
         };
-        self.append(&Event::Added {
-            id: item.id.clone(),
-            trace_id: item.trace_id,
-            swarm: item.swarm.clone(),
-            worker: item.worker.clone(),
-            session: item.session.clone(),
-            question: item.question.clone(),
-            answer: item.answer.clone(),
-            served_by: item.served_by.clone(),
-            degraded: item.degraded,
-            at: item.at,
-        })?;
+        self.tree
+            .insert(item.id.0.as_bytes(), encode(&item))
+            .map_err(|e| self.store.error(e))?;
         Ok(item)
     }
 
     /// Every item, oldest first.
     pub fn list(&self) -> Result<Vec<ReviewItem>, ReviewError> {
-        self.replay()
+        let mut items = self
+            .tree
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(|e| self.store.error(e))?;
+                Ok(decode::<ReviewItem>(TREE, &key, &bytes)?)
+            })
+            .collect::<Result<Vec<_>, ReviewError>>()?;
+        items.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        Ok(items)
     }
 
     /// The items still waiting for a decision, oldest first.
     pub fn pending(&self) -> Result<Vec<ReviewItem>, ReviewError> {
         Ok(self
-            .replay()?
+            .list()?
             .into_iter()
             .filter(|item| item.status == ReviewStatus::Pending)
             .collect())
@@ -367,13 +307,16 @@ impl ReviewQueue {
 
     /// One item by id.
     pub fn get(&self, id: &str) -> Result<ReviewItem, ReviewError> {
-        self.replay()?
-            .into_iter()
-            .find(|item| item.id.0 == id)
-            .ok_or_else(|| ReviewError::UnknownId {
-                id: id.to_owned(),
-                path: self.path.clone(),
-            })
+        self.load(id).map(|(item, _)| item)
+    }
+
+    fn load(&self, id: &str) -> Result<(ReviewItem, sled::IVec), ReviewError> {
+        let bytes = self
+            .tree
+            .get(id.as_bytes())
+            .map_err(|e| self.store.error(e))?
+            .ok_or_else(|| ReviewError::UnknownId { id: id.to_owned() })?;
+        Ok((decode(TREE, id.as_bytes(), &bytes)?, bytes))
     }
 
     /// Approves a pending item.
@@ -392,166 +335,33 @@ impl ReviewQueue {
         status: ReviewStatus,
         note: Option<String>,
     ) -> Result<ReviewItem, ReviewError> {
-        let mut item = self.get(id)?;
+        let (mut item, old) = self.load(id)?;
         if item.status != ReviewStatus::Pending {
             return Err(ReviewError::AlreadyDecided {
                 id: id.to_owned(),
                 status: item.status,
             });
         }
-        let decision = Decision {
+        item.status = status;
+        item.decision = Some(Decision {
             status,
             note,
             at: Timestamp::now(),
-        };
-        self.append(&Event::Decided {
-            id: item.id.clone(),
-            status,
-            note: decision.note.clone(),
-            at: decision.at,
-        })?;
-        item.status = status;
-        item.decision = Some(decision);
+        });
+        let swapped = self
+            .tree
+            .compare_and_swap(id.as_bytes(), Some(old), Some(encode(&item)))
+            .map_err(|e| self.store.error(e))?;
+        if swapped.is_err() {
+            // Someone decided it between our read and our write.
+            let now = self.get(id)?;
+            return Err(ReviewError::AlreadyDecided {
+                id: id.to_owned(),
+                status: now.status,
+            });
+        }
         Ok(item)
     }
-
-    fn append(&self, event: &Event) -> Result<(), ReviewError> {
-        let io = |action| {
-            let path = self.path.clone();
-            move |source| ReviewError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let mut line = serde_json::to_string(event).expect("review events serialise: plain data");
-        line.push('\n');
-        // A poisoned lock guards no data, only the order of writes.
-        let _guard = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)
-            .map_err(io("open"))?;
-        if ends_torn(&mut file).map_err(io("read"))? {
-            line.insert(0, '\n');
-        }
-        // One write of the whole line: with O_APPEND the kernel places it
-        // at the end as a unit, whatever another process appends meanwhile.
-        file.write_all(line.as_bytes()).map_err(io("append to"))?;
-        Ok(())
-    }
-
-    fn replay(&self) -> Result<Vec<ReviewItem>, ReviewError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(ReviewError::Io {
-                    action: "read",
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let mut items: Vec<ReviewItem> = Vec::new();
-        let mut index: HashMap<ReviewId, usize> = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let event: Event = match serde_json::from_str(line) {
-                Ok(event) => event,
-                // JSON that ends early is a prefix of a line whose write
-                // was cut short by a crash; it never took effect.
-                Err(error) if error.is_eof() => {
-                    tracing::warn!(path = %self.path.display(), line = i + 1, "skipping a torn last line in the review log");
-                    continue;
-                }
-                Err(error) => {
-                    return Err(ReviewError::Corrupt {
-                        path: self.path.clone(),
-                        line: i + 1,
-                        message: error.to_string(),
-                    });
-                }
-            };
-            match event {
-                Event::Added {
-                    id,
-                    trace_id,
-                    swarm,
-                    worker,
-                    session,
-                    question,
-                    answer,
-                    served_by,
-                    degraded,
-                    at,
-                } => {
-                    if index.contains_key(&id) {
-                        return Err(ReviewError::Corrupt {
-                            path: self.path.clone(),
-                            line: i + 1,
-                            message: format!("review `{id}` added twice"),
-                        });
-                    }
-                    index.insert(id.clone(), items.len());
-                    items.push(ReviewItem {
-                        id,
-                        trace_id,
-                        swarm,
-                        worker,
-                        session,
-                        question,
-                        answer,
-                        served_by,
-                        degraded,
-                        at,
-                        status: ReviewStatus::Pending,
-                        decision: None,
-                    });
-                }
-                Event::Decided {
-                    id,
-                    status,
-                    note,
-                    at,
-                } => {
-                    let Some(&at_index) = index.get(&id) else {
-                        return Err(ReviewError::Corrupt {
-                            path: self.path.clone(),
-                            line: i + 1,
-                            message: format!("a decision on `{id}`, which was never added"),
-                        });
-                    };
-                    let item = &mut items[at_index];
-                    // The first decision wins (see the module docs).
-                    if item.status == ReviewStatus::Pending && status != ReviewStatus::Pending {
-                        item.status = status;
-                        item.decision = Some(Decision { status, note, at });
-                    }
-                }
-            }
-        }
-        Ok(items)
-    }
-}
-
-/// Whether the file's last byte is not a newline (a torn last line).
-fn ends_torn(file: &mut File) -> std::io::Result<bool> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(false);
-    }
-    file.seek(SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
 }
 
 #[cfg(test)]
@@ -587,53 +397,86 @@ mod tests {
         assert_eq!(parse_timestamp("2000-13-01T00:00:00Z"), None);
     }
 
+    fn store(dir: &std::path::Path) -> Store {
+        Store::open(dir, &crate::store::StoreSettings::default()).unwrap()
+    }
+
     #[test]
-    fn decisions_are_seen_by_a_second_queue_on_the_same_directory() {
+    fn decisions_are_final_and_survive_reopening_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = ReviewQueue::open(dir.path());
-        let a = writer.add(new_review("refund please")).unwrap();
-        let b = writer.add(new_review("money back")).unwrap();
-        let reader = ReviewQueue::open(dir.path());
-        assert_eq!(reader.pending().unwrap().len(), 2);
-        let approved = reader
-            .approve(&a.id.0, Some("policy quoted right".into()))
-            .unwrap();
-        assert_eq!(approved.status, ReviewStatus::Approved);
-        writer.reject(&b.id.0, None).unwrap();
-        let all = writer.list().unwrap();
-        assert_eq!(all[0].status, ReviewStatus::Approved);
+        let (a, b) = {
+            let queue = ReviewQueue::new(&store(dir.path())).unwrap();
+            let a = queue.add(new_review("refund please")).unwrap();
+            let b = queue.add(new_review("money back")).unwrap();
+            assert_eq!(queue.pending().unwrap().len(), 2);
+            let approved = queue
+                .approve(&a.id.0, Some("policy quoted right".into()))
+                .unwrap();
+            assert_eq!(approved.status, ReviewStatus::Approved);
+            (a, b)
+        };
+        let queue = ReviewQueue::new(&store(dir.path())).unwrap();
+        queue.reject(&b.id.0, None).unwrap();
+        let all = queue.list().unwrap();
+        assert_eq!(all.len(), 2);
+        let a = all.iter().find(|item| item.id == a.id).unwrap();
+        assert_eq!(a.status, ReviewStatus::Approved);
         assert_eq!(
-            all[0].decision.as_ref().unwrap().note.as_deref(),
+            a.decision.as_ref().unwrap().note.as_deref(),
             Some("policy quoted right")
         );
-        assert_eq!(all[1].status, ReviewStatus::Rejected);
-        assert!(writer.pending().unwrap().is_empty());
+        assert_eq!(queue.get(&b.id.0).unwrap().status, ReviewStatus::Rejected);
+        assert!(queue.pending().unwrap().is_empty());
         assert!(matches!(
-            writer.approve(&b.id.0, None),
+            queue.approve(&b.id.0, None),
             Err(ReviewError::AlreadyDecided { .. })
         ));
         assert!(matches!(
-            writer.approve("rv-nope", None),
+            queue.approve("rv-nope", None),
             Err(ReviewError::UnknownId { .. })
         ));
     }
 
     #[test]
-    fn concurrent_adds_never_interleave_lines() {
+    fn of_two_racing_decisions_exactly_one_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Arc::new(ReviewQueue::open(dir.path()));
-        // Long answers make a torn or interleaved write visible as a line
-        // that does not parse.
-        let long = "word ".repeat(4000);
+        let queue = Arc::new(ReviewQueue::new(&store(dir.path())).unwrap());
+        for round in 0..20 {
+            let item = queue.add(new_review(&format!("race {round}"))).unwrap();
+            let deciders: Vec<_> = (0..4)
+                .map(|i| {
+                    let queue = queue.clone();
+                    let id = item.id.0.clone();
+                    std::thread::spawn(move || {
+                        if i % 2 == 0 {
+                            queue.approve(&id, None).is_ok()
+                        } else {
+                            queue.reject(&id, None).is_ok()
+                        }
+                    })
+                })
+                .collect();
+            let wins = deciders
+                .into_iter()
+                .map(|d| d.join().unwrap_or(false))
+                .filter(|&won| won)
+                .count();
+            assert_eq!(wins, 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn concurrent_adds_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(ReviewQueue::new(&store(dir.path())).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let queue = queue.clone();
-                let long = long.clone();
                 std::thread::spawn(move || {
                     for i in 0..25 {
-                        let mut review = new_review(&format!("thread {t} item {i}"));
-                        review.answer = long.clone();
-                        queue.add(review).unwrap();
+                        queue
+                            .add(new_review(&format!("thread {t} item {i}")))
+                            .unwrap();
                     }
                 })
             })
@@ -641,38 +484,6 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        let items = queue.list().unwrap();
-        assert_eq!(items.len(), 200);
-        assert!(items.iter().all(|item| item.answer == long));
-    }
-
-    #[test]
-    fn a_line_cut_short_by_a_crash_is_skipped_and_the_next_append_starts_a_new_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = ReviewQueue::open(dir.path());
-        queue.add(new_review("first")).unwrap();
-        let mut file = OpenOptions::new().append(true).open(queue.path()).unwrap();
-        file.write_all(b"{\"event\":\"added\",\"id\":\"rv-")
-            .unwrap();
-        assert_eq!(queue.list().unwrap().len(), 1);
-        queue.add(new_review("second")).unwrap();
-        let items = queue.list().unwrap();
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[1].question, "second");
-    }
-
-    #[test]
-    fn a_corrupt_line_is_reported_with_its_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = ReviewQueue::open(dir.path());
-        queue.add(new_review("first")).unwrap();
-        let mut file = OpenOptions::new().append(true).open(queue.path()).unwrap();
-        file.write_all(b"{\"event\":\"exploded\"}\n").unwrap();
-        let error = queue.list().unwrap_err();
-        assert!(
-            matches!(error, ReviewError::Corrupt { line: 2, .. }),
-            "{error}"
-        );
-        assert!(error.to_string().contains("reviews.jsonl:2:"), "{error}");
+        assert_eq!(queue.list().unwrap().len(), 200);
     }
 }

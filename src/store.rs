@@ -41,6 +41,7 @@
 //! once and sled flushes every `flush_every`: up to that much acknowledged
 //! work can be lost in a crash.
 
+pub mod cache;
 pub mod codec;
 pub mod commit;
 pub mod health;

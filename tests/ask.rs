@@ -181,5 +181,23 @@ fn baton_ask_answers_offline_from_the_knowledge_base() {
     assert!(stderr.contains("worker refunds"), "{stderr}");
     assert!(stderr.contains("extractive surrogate"), "{stderr}");
     assert!(stderr.contains("queued for review as rv-"), "{stderr}");
-    assert!(state.path().join("reviews.jsonl").is_file());
+    // The review and the journal record are in the store of the state
+    // directory: a later command finds both.
+    let listed = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["review", "list", "--json", "--state"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let items: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
+    let trace_id = items[0]["trace_id"].as_str().unwrap().to_owned();
+    let traced = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["trace", &trace_id, "--state"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&traced.stdout);
+    assert!(traced.status.success(), "{trace}");
+    assert!(trace.contains("completed"), "{trace}");
+    assert!(trace.contains("answer from extractive"), "{trace}");
 }

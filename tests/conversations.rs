@@ -552,3 +552,256 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
         text(&again.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_session_survives_a_restart_of_the_process() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
+    );
+    let first = "I was charged twice for my subscription this month.";
+    let second = "Can you tell me when the duplicate charge will be refunded?";
+    let one = scratch
+        .baton(
+            &["chat", &support_bot(), "--json", "--session", "s-9"],
+            Some(&format!("{first}\n")),
+        )
+        .await;
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    // A new process, the same session: the first exchange comes from the store.
+    let two = scratch
+        .baton(
+            &["chat", &support_bot(), "--json", "--session", "s-9"],
+            Some(&format!("{second}\n")),
+        )
+        .await;
+    assert!(two.status.success(), "{}", text(&two.stderr));
+    let two: Value = serde_json::from_str(text(&two.stdout).trim()).unwrap();
+    let fresh = json(
+        &scratch
+            .baton(&["ask", &support_bot(), second, "--json"], None)
+            .await,
+    );
+    let input = |answer: &Value| {
+        answer["outcome"]["response"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let first_exchange = (first.split_whitespace().count() + 24) as u64;
+    assert_eq!(input(&two), input(&fresh) + first_exchange);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_serves_a_later_process_during_an_outage() {
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
+        "[defaults]\n",
+        "[defaults]\nfinal_fallbacks = [\"cache\"]\n",
+    );
+    scratch.write("baton.toml", &config);
+    let question = "Why was I charged twice this month?";
+    let healthy = scratch
+        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .await;
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    let healthy = json(&healthy);
+    upstream.set_script(
+        Script::from_toml(
+            "[[fault]]\nkind = \"status\"\nstatus = 503\n",
+            Path::new("t.toml"),
+        )
+        .unwrap(),
+    );
+    let outage = scratch
+        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .await;
+    assert!(outage.status.success(), "{}", text(&outage.stderr));
+    let outage = json(&outage);
+    assert_eq!(
+        outage["outcome"]["served_by"]["kind"], "cache",
+        "{outage:#}"
+    );
+    assert_eq!(
+        outage["outcome"]["response"]["text"],
+        healthy["outcome"]["response"]["text"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_found_down_stays_down_for_the_next_process() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 1\nbase_ejection = \"60s\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    let question = "Why was I charged twice this month?";
+    let first = scratch
+        .baton(&["ask", &support_bot(), question], None)
+        .await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(primary.stats().requests, 1);
+    let second = scratch
+        .baton(&["ask", &support_bot(), question], None)
+        .await;
+    let stderr = text(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("breaker restored"), "{stderr}");
+    assert!(stderr.contains("served by provider secondary"), "{stderr}");
+    // The restored breaker kept the second process off the dead provider.
+    assert_eq!(primary.stats().requests, 1);
+    assert_eq!(secondary.stats().requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_socket() {
+    use std::io::{BufRead, BufReader};
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
+    );
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(scratch.path("baton.toml"))
+        .arg("--state")
+        .arg(scratch.path("state"))
+        .args(["chat", &support_bot(), "--json"])
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_STATE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut stdout = BufReader::new(chat.stdout.take().unwrap());
+    let answer = tokio::task::spawn_blocking(move || {
+        stdin
+            .write_all(b"Why was I charged twice this month?\n")
+            .unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdin)
+    })
+    .await
+    .unwrap();
+    let (line, stdin) = answer;
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    let trace_id = answer["outcome"]["trace_id"].as_str().unwrap().to_owned();
+
+    // The chat holds the store: these go through its admin socket.
+    let commands: [&[&str]; 3] = [
+        &["trace", &trace_id, "--json"],
+        &["status", "--json"],
+        &["review", "list", "--all", "--json"],
+    ];
+    let mut remote = Vec::new();
+    for args in commands {
+        let output = scratch.baton(args, None).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        remote.push(text(&output.stdout));
+    }
+    let traced: Value = serde_json::from_str(&remote[0]).unwrap();
+    assert_eq!(traced["state"], "completed");
+    assert_eq!(traced["attempts"][0]["provider"], "upstream");
+
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || chat.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !scratch.path("state/admin.sock").exists(),
+        "the socket goes with its process"
+    );
+    // The store is free now: the same commands open it directly and print
+    // the same.
+    for (args, remote) in commands.iter().zip(&remote) {
+        let output = scratch.baton(args, None).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(&text(&output.stdout), remote, "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start_up() {
+    use baton::store::journal::{Journal, JournalRecord, OnInterrupt, RequestState};
+    use baton::store::{Store, StoreSettings};
+    use baton::trace::TraceId;
+
+    let upstream = mock("").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
+        "[routes.support]\n",
+        "[routes.support]\non_interrupt = \"resume\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    // What a killed process leaves: two requests accepted, never ended.
+    let (resumable, failing) = (TraceId::new(), TraceId::new());
+    {
+        let store = Store::open(&scratch.path("state"), &StoreSettings::default()).unwrap();
+        let journal = Journal::new(&store).unwrap();
+        let mut record = JournalRecord::accepted(resumable, "Why was I charged twice this month?");
+        record.swarm = Some("support-bot".into());
+        record.route = Some("support".into());
+        record.session = Some("s-resume".into());
+        record.on_interrupt = OnInterrupt::Resume;
+        journal.accept(&record).unwrap();
+        let mut record = JournalRecord::accepted(failing, "My printer is on fire.");
+        record.swarm = Some("support-bot".into());
+        record.route = Some("fast".into());
+        journal.accept(&record).unwrap();
+        store.flush().unwrap();
+    }
+    let output = scratch
+        .baton(
+            &["ask", &support_bot(), "How do I change my email address?"],
+            None,
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "recovered 2 request(s) a stop interrupted: 1 marked failed (interrupted), 1 resumed"
+        ),
+        "{stderr}"
+    );
+    // The resumed request went upstream and the new one too.
+    assert_eq!(upstream.stats().requests, 2);
+
+    let store = Store::open(&scratch.path("state"), &StoreSettings::default()).unwrap();
+    let journal = Journal::new(&store).unwrap();
+    let resumed = journal.get(resumable).unwrap().unwrap();
+    assert_eq!(
+        resumed.state,
+        RequestState::Completed,
+        "{resumed:?}\n{stderr}"
+    );
+    assert!(resumed.resumed);
+    assert!(resumed.answer.is_some_and(|a| !a.is_empty()));
+    assert_eq!(resumed.attempts.len(), 1);
+    let failed = journal.get(failing).unwrap().unwrap();
+    assert_eq!(failed.state, RequestState::Failed);
+    assert!(failed.error.unwrap().starts_with("interrupted"));
+    assert!(journal.open().unwrap().is_empty());
+}

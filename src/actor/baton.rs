@@ -16,13 +16,21 @@ use ractor::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::health::HealthChange;
 use super::health::{HealthPort, HealthReport};
 use super::provider::{Provider, ProviderArgs, ProviderMsg};
+use super::supervisor::Persistence;
 use super::supervisor::{SupervisorArgs, SupervisorMsg, SwarmSupervisor};
 use crate::config::{HealthSettings, ProviderId};
 use crate::knowledge::KnowledgeIndex;
+use crate::routing::breaker::BreakerState;
+use crate::routing::pool::ProviderHandle;
 use crate::routing::router::Router;
+use crate::store::Store;
+use crate::store::health::{BreakerRecord, HealthLog, HealthRecord};
+use crate::store::journal::now_ms;
 use crate::swarm::Swarm;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const MAX_RESTARTS: usize = 3;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -32,7 +40,15 @@ pub struct Baton;
 pub struct BatonArgs {
     pub router: Arc<Router>,
     pub health: HealthSettings,
+    /// Where breaker state, health history, the journal and sessions go;
+    /// `None` keeps everything in memory.
+    pub store: Option<Store>,
+    /// Told of every health change after it is stored (alerts).
+    pub health_listener: Option<HealthListener>,
 }
+
+/// A callback for health changes.
+pub type HealthListener = Arc<dyn Fn(&HealthChange) + Send + Sync>;
 
 /// What the root restarts, and with what.
 enum Child {
@@ -43,6 +59,9 @@ enum Child {
 pub struct BatonState {
     router: Arc<Router>,
     health: HealthSettings,
+    store: Option<Store>,
+    health_log: Option<HealthLog>,
+    health_listener: Option<HealthListener>,
     port: HealthPort,
     providers: HashMap<ProviderId, ActorRef<ProviderMsg>>,
     swarms: HashMap<String, ActorRef<SupervisorMsg>>,
@@ -66,6 +85,8 @@ pub enum BatonMsg {
         id: ProviderId,
         reply: RpcReplyPort<Option<ActorRef<ProviderMsg>>>,
     },
+    /// A Health actor published a change (the root stores it).
+    HealthChanged(HealthChange),
 }
 
 impl Baton {
@@ -75,7 +96,20 @@ impl Baton {
         router: Arc<Router>,
         health: HealthSettings,
     ) -> Result<(ActorRef<BatonMsg>, JoinHandle<()>), ractor::SpawnErr> {
-        Actor::spawn(None, Baton, BatonArgs { router, health }).await
+        Self::start_with(BatonArgs {
+            router,
+            health,
+            store: None,
+            health_listener: None,
+        })
+        .await
+    }
+
+    /// Starts the root with a store and listeners.
+    pub async fn start_with(
+        args: BatonArgs,
+    ) -> Result<(ActorRef<BatonMsg>, JoinHandle<()>), ractor::SpawnErr> {
+        Actor::spawn(None, Baton, args).await
     }
 
     async fn spawn_provider(
@@ -117,6 +151,13 @@ impl Baton {
                 router: state.router.clone(),
                 knowledge: knowledge.clone(),
                 hold_down: state.health.hold_down.0,
+                persistence: state.store.as_ref().and_then(|store| {
+                    Persistence::new(store)
+                        .inspect_err(
+                            |error| tracing::error!(%error, "cannot open the store's trees"),
+                        )
+                        .ok()
+                }),
             },
             myself.get_cell(),
         )
@@ -142,9 +183,19 @@ impl Actor for Baton {
         myself: ActorRef<BatonMsg>,
         args: BatonArgs,
     ) -> Result<BatonState, ActorProcessingErr> {
+        let health_log = match &args.store {
+            Some(store) => Some(HealthLog::new(store)?),
+            None => None,
+        };
+        if let Some(log) = &health_log {
+            restore_breakers(&args.router, log);
+        }
         let mut state = BatonState {
             router: args.router,
             health: args.health,
+            store: args.store,
+            health_log,
+            health_listener: args.health_listener,
             port: Arc::new(OutputPort::default()),
             providers: HashMap::new(),
             swarms: HashMap::new(),
@@ -152,6 +203,9 @@ impl Actor for Baton {
             restarts: HashMap::new(),
             left_down: std::collections::HashSet::new(),
         };
+        state.port.subscribe(myself.clone(), |change| {
+            Some(BatonMsg::HealthChanged(change))
+        });
         for index in 0..state.router.pool().handles().len() {
             Self::spawn_provider(&myself, &mut state, index).await?;
         }
@@ -204,6 +258,29 @@ impl Actor for Baton {
             BatonMsg::Provider { id, reply } => {
                 let _ = reply.send(state.providers.get(&id).cloned());
             }
+            BatonMsg::HealthChanged(change) => {
+                if let Some(log) = &state.health_log {
+                    store_health_change(&state.router, log, &change);
+                }
+                if let Some(listener) = &state.health_listener {
+                    listener(&change);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every breaker as it stands goes to the store on the way out, so the
+    /// next process starts from what this one knew.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BatonMsg>,
+        state: &mut BatonState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(log) = &state.health_log {
+            for handle in state.router.pool().handles() {
+                save_breaker(handle, log);
+            }
         }
         Ok(())
     }
@@ -243,6 +320,72 @@ impl Actor for Baton {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes a health change and the provider's breaker as it now stands.
+fn store_health_change(router: &Router, log: &HealthLog, change: &HealthChange) {
+    let at_ns = change
+        .at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let record = HealthRecord {
+        provider: change.provider.0.clone(),
+        from: change.from.to_string(),
+        to: change.to.to_string(),
+        reason: change.reason.clone(),
+        at_ns,
+    };
+    if let Err(error) = log.record_change(&record) {
+        tracing::error!(%error, provider = %change.provider, "cannot store a health change");
+    }
+    if let Some(index) = router.pool().index_of(&change.provider) {
+        save_breaker(router.pool().get(index), log);
+    }
+}
+
+/// Writes a provider's breaker as it stands now.
+fn save_breaker(handle: &ProviderHandle, log: &HealthLog) {
+    let breaker = handle.breaker(Instant::now());
+    let open_until_ms = breaker.retry_at.map(|wait| {
+        (SystemTime::now() + wait)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
+    let record = BreakerRecord {
+        state: breaker.state.label().to_owned(),
+        ejections: breaker.ejections,
+        open_until_ms,
+        at_ms: now_ms(),
+    };
+    if let Err(error) = log.save_breaker(&handle.id().0, &record) {
+        tracing::error!(%error, provider = %handle.id(), "cannot store a breaker");
+    }
+}
+
+/// Re-opens the breakers a previous process left open or half-open.
+fn restore_breakers(router: &Router, log: &HealthLog) {
+    let now = Instant::now();
+    let wall_ms = now_ms();
+    for handle in router.pool().handles() {
+        let record = match log.breaker(&handle.id().0) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(%error, provider = %handle.id(), "cannot read the stored breaker");
+                continue;
+            }
+        };
+        if record.state == BreakerState::Closed.label() {
+            continue;
+        }
+        let remaining = Duration::from_millis(
+            record
+                .open_until_ms
+                .map_or(0, |until| until.saturating_sub(wall_ms)),
+        );
+        tracing::warn!(provider = %handle.id(), state = %record.state, ?remaining, "breaker restored from the store: the provider was not up when the last process stopped");
+        handle.restore_open(record.ejections, remaining, now);
     }
 }
 

@@ -37,7 +37,11 @@ use crate::knowledge::KnowledgeIndex;
 use crate::provider::extractive::Extractive;
 use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
+use crate::routing::router::AttemptRecord;
 use crate::routing::router::{Outcome, Router, send_whole};
+use crate::store::journal::{AttemptEntry, ClassificationEntry, Ending, Journal, JournalRecord};
+use crate::store::sessions::Sessions;
+use crate::store::{Store, StoreError};
 use crate::swarm::classify::{Classification, Classifier};
 use crate::swarm::{AgentId, AgentSpec, Handoff, Stakes, Swarm};
 use crate::trace::TraceId;
@@ -67,6 +71,26 @@ pub struct SupervisorArgs {
     /// How long a recovered provider must stay up before workers move back
     /// to it; also the least time between two switches of one worker.
     pub hold_down: Duration,
+    /// The journal and the sessions; `None` keeps requests in memory only.
+    pub persistence: Option<Persistence>,
+}
+
+/// What a supervisor keeps in the store.
+#[derive(Debug, Clone)]
+pub struct Persistence {
+    pub store: Store,
+    pub journal: Journal,
+    pub sessions: Sessions,
+}
+
+impl Persistence {
+    pub fn new(store: &Store) -> Result<Persistence, StoreError> {
+        Ok(Persistence {
+            store: store.clone(),
+            journal: Journal::new(store)?,
+            sessions: Sessions::new(store)?,
+        })
+    }
 }
 
 /// Why a worker moved.
@@ -143,6 +167,8 @@ struct Pending {
     sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
     /// Whether the current step streams to `sink` itself.
     streamed: bool,
+    /// The attempts of the steps before the current one, for the journal.
+    attempts: Vec<AttemptEntry>,
     reply: Option<RpcReplyPort<Result<Answer, AskError>>>,
 }
 
@@ -168,6 +194,10 @@ pub struct SupervisorState {
     switch_count: u64,
     unnecessary_count: u64,
     handed_over: u64,
+    persistence: Option<Persistence>,
+    /// Requests whose `accepted` record is waiting for its flush, with the
+    /// worker they go to.
+    admitting: HashMap<TraceId, (AgentId, Pending)>,
 }
 
 pub enum SupervisorMsg {
@@ -183,6 +213,16 @@ pub enum SupervisorMsg {
         session: Option<String>,
         sink: tokio::sync::mpsc::Sender<StreamEvent>,
         reply: RpcReplyPort<Result<Answer, AskError>>,
+    },
+    /// Asks again a request a crash interrupted, under its trace id.
+    Resume {
+        record: Box<JournalRecord>,
+        reply: RpcReplyPort<Result<Answer, AskError>>,
+    },
+    /// A request's `accepted` record is durable (or could not be made so).
+    Admitted {
+        trace_id: TraceId,
+        result: Result<(), String>,
     },
     /// A worker's routing task finished one step.
     Done {
@@ -252,6 +292,8 @@ impl Actor for SwarmSupervisor {
             switch_count: 0,
             unnecessary_count: 0,
             handed_over: 0,
+            persistence: args.persistence.clone(),
+            admitting: HashMap::new(),
         };
         let now = Instant::now();
         for agent in args.swarm.workers() {
@@ -319,13 +361,43 @@ impl Actor for SwarmSupervisor {
                 text,
                 session,
                 reply,
-            } => accept(state, text, session, None, reply),
+            } => accept(&myself, state, Incoming::new(text, session), None, reply),
             SupervisorMsg::AskStream {
                 text,
                 session,
                 sink,
                 reply,
-            } => accept(state, text, session, Some(sink), reply),
+            } => accept(
+                &myself,
+                state,
+                Incoming::new(text, session),
+                Some(sink),
+                reply,
+            ),
+            SupervisorMsg::Resume { record, reply } => {
+                let incoming = Incoming {
+                    trace_id: record.trace_id,
+                    text: record.question,
+                    session: record.session,
+                    resumed: true,
+                };
+                accept(&myself, state, incoming, None, reply);
+            }
+            SupervisorMsg::Admitted { trace_id, result } => {
+                let Some((worker, pending)) = state.admitting.remove(&trace_id) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(()) => dispatch(state, worker, pending),
+                    Err(why) => finish(
+                        state,
+                        pending,
+                        Err(AskError::Store(format!(
+                            "request {trace_id} was not accepted: the journal could not make it durable: {why}"
+                        ))),
+                    ),
+                }
+            }
             SupervisorMsg::Done {
                 trace_id,
                 step,
@@ -353,6 +425,8 @@ impl Actor for SwarmSupervisor {
                     .filter(|(next, _)| !pending.chain.contains(next));
                 match next {
                     Some((next, brief)) => {
+                        let entries = attempt_entries(&state.router, &agent, &outcome.attempts);
+                        pending.attempts.extend(entries);
                         // The next worker gets the question and this step's
                         // result as its brief, with the same history.
                         pending.job.text = format!(
@@ -374,6 +448,11 @@ impl Actor for SwarmSupervisor {
             }
             SupervisorMsg::Forget { session } => {
                 state.sessions.remove(&session);
+                if let Some(persistence) = &state.persistence
+                    && let Err(error) = persistence.sessions.remove(&state.swarm.name, &session)
+                {
+                    tracing::error!(%error, %session, "cannot drop a session from the store");
+                }
             }
             SupervisorMsg::Crash => panic!("swarm supervisor asked to crash"),
             SupervisorMsg::Bindings(reply) => {
@@ -516,22 +595,80 @@ fn health_of(router: &Router, provider: &ProviderId) -> HealthState {
         .map_or(HealthState::Down, |i| router.pool().get(i).health())
 }
 
-/// Classifies a new request and sends it to its worker.
-fn accept(
-    state: &mut SupervisorState,
+/// A request as it arrives.
+struct Incoming {
+    trace_id: TraceId,
     text: String,
     session: Option<String>,
+    /// Asked again after a crash interrupted it.
+    resumed: bool,
+}
+
+impl Incoming {
+    fn new(text: String, session: Option<String>) -> Incoming {
+        Incoming {
+            trace_id: TraceId::new(),
+            text,
+            session,
+            resumed: false,
+        }
+    }
+}
+
+/// The history of `session`: from memory, else from the store (a
+/// conversation of an earlier process, or one evicted from memory).
+fn history_of(state: &mut SupervisorState, session: &str) -> Arc<Vec<Message>> {
+    if let Some(known) = state.sessions.get(session) {
+        return known.history.clone();
+    }
+    let Some(persistence) = &state.persistence else {
+        return Arc::default();
+    };
+    match persistence.sessions.load(&state.swarm.name, session) {
+        Ok(Some(messages)) => {
+            let history = Arc::new(messages);
+            if state.sessions.len() >= MAX_SESSIONS {
+                evict_oldest_session(state);
+            }
+            state.session_clock += 1;
+            state.sessions.insert(
+                session.to_owned(),
+                Session {
+                    history: history.clone(),
+                    used: state.session_clock,
+                },
+            );
+            history
+        }
+        Ok(None) => Arc::default(),
+        Err(error) => {
+            tracing::error!(%error, %session, "cannot read a session from the store; answering without its history");
+            Arc::default()
+        }
+    }
+}
+
+/// Classifies a new request, journals it as accepted and, once that is
+/// durable, sends it to its worker.
+fn accept(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    incoming: Incoming,
     sink: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
     reply: RpcReplyPort<Result<Answer, AskError>>,
 ) {
+    let Incoming {
+        trace_id,
+        text,
+        session,
+        resumed,
+    } = incoming;
     let classification = state.classifier.classify(&text);
-    let trace_id = TraceId::new();
     tracing::info!(trace = %trace_id, worker = %classification.worker, score = classification.score, confidence = classification.confidence, decided_by = ?classification.decided_by, "classified");
-    let history = session
-        .as_ref()
-        .and_then(|s| state.sessions.get(s))
-        .map(|s| s.history.clone())
-        .unwrap_or_default();
+    let history = match &session {
+        Some(session) => history_of(state, session),
+        None => Arc::default(),
+    };
     let worker = classification.worker.clone();
     let job = Job {
         trace_id,
@@ -554,9 +691,82 @@ fn accept(
         needs_review: false,
         sink,
         streamed: false,
+        attempts: Vec::new(),
         reply: Some(reply),
     };
-    dispatch(state, worker, pending);
+    let Some(persistence) = state.persistence.clone() else {
+        dispatch(state, worker, pending);
+        return;
+    };
+    let mut record = JournalRecord::accepted(trace_id, pending.question.clone());
+    record.swarm = Some(state.swarm.name.clone());
+    record.session = pending.session.clone();
+    record.resumed = resumed;
+    record.classification = Some(classification_entry(&pending.classification));
+    if let Some(route) = state.swarm.agent(&worker.0).map(|a| a.route.clone()) {
+        record.on_interrupt = state
+            .router
+            .route_spec(&route)
+            .map(|r| r.on_interrupt)
+            .unwrap_or_default();
+        record.route = Some(route.0);
+    }
+    if let Err(error) = persistence.journal.accept(&record) {
+        finish(
+            state,
+            pending,
+            Err(AskError::Store(format!(
+                "request {trace_id} was not accepted: cannot write the journal: {error}"
+            ))),
+        );
+        return;
+    }
+    state.admitting.insert(trace_id, (worker, pending));
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = persistence.store.durable().await.map_err(|e| e.to_string());
+        let _ = myself.send_message(SupervisorMsg::Admitted { trace_id, result });
+    });
+}
+
+fn classification_entry(classification: &Classification) -> ClassificationEntry {
+    ClassificationEntry {
+        worker: classification.worker.0.clone(),
+        score: classification.score,
+        confidence: classification.confidence,
+        decided_by: format!("{:?}", classification.decided_by).to_lowercase(),
+    }
+}
+
+/// The journal's view of a step's attempts.
+fn attempt_entries(
+    router: &Router,
+    worker: &AgentId,
+    attempts: &[AttemptRecord],
+) -> Vec<AttemptEntry> {
+    attempts
+        .iter()
+        .map(|attempt| AttemptEntry {
+            worker: Some(worker.0.clone()),
+            provider: attempt.provider.0.clone(),
+            reason: serde_json::to_value(attempt.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            started_ms: attempt.started.as_secs_f64() * 1000.0,
+            latency_ms: attempt.latency.as_secs_f64() * 1000.0,
+            outcome: attempt
+                .error
+                .as_ref()
+                .map_or_else(|| "ok".to_owned(), |(label, _)| label.clone()),
+            error: attempt.error.as_ref().map(|(_, message)| message.clone()),
+            status: attempt.status,
+            input_tokens: attempt.usage.map_or(0, |u| u.input_tokens),
+            output_tokens: attempt.usage.map_or(0, |u| u.output_tokens),
+            cost: router.cost_of(&attempt.provider, attempt.usage.as_ref()),
+            cancelled: attempt.cancelled,
+        })
+        .collect()
 }
 
 /// Sends a request's next step to `worker`, keeping a copy until routing
@@ -615,7 +825,8 @@ fn evict_oldest_session(state: &mut SupervisorState) {
     }
 }
 
-/// Answers the caller and remembers the exchange in its session.
+/// Remembers the exchange in its session, journals the request's end and
+/// answers the caller once that is durable.
 fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outcome, AskError>) {
     let result = result.map(|outcome| {
         if let Some(session) = &pending.session {
@@ -632,6 +843,13 @@ fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outc
                 let excess = history.len() - HISTORY_LIMIT;
                 history.drain(..excess);
             }
+            if let Some(persistence) = &state.persistence
+                && let Err(error) = persistence
+                    .sessions
+                    .save(&state.swarm.name, session, history)
+            {
+                tracing::error!(%error, %session, "cannot store a session");
+            }
         }
         Answer {
             classification: pending.classification.clone(),
@@ -641,14 +859,91 @@ fn finish(state: &mut SupervisorState, mut pending: Pending, result: Result<Outc
             session: pending.session.clone(),
         }
     });
+    let journaled = state.persistence.clone().map(|persistence| {
+        (
+            journal_end(state, &mut pending, &result, &persistence),
+            persistence,
+        )
+    });
     if let (Ok(answer), Some(sink), false) = (&result, pending.sink.take(), pending.streamed) {
         let response = answer.outcome.response.clone();
         tokio::spawn(async move { send_whole(&sink, &response.text, &response).await });
     }
-    if let Some(reply) = pending.reply.take() {
+    let Some(reply) = pending.reply.take() else {
+        return;
+    };
+    match journaled {
+        // The caller hears of the answer only once its record is on disk.
+        Some((Ok(()), persistence)) => {
+            tokio::spawn(async move {
+                let result = match persistence.store.durable().await {
+                    Ok(()) => result,
+                    Err(error) => Err(AskError::Store(format!(
+                        "the answer was not acknowledged: the journal could not make it durable: {error}"
+                    ))),
+                };
+                let _ = reply.send(result);
+            });
+        }
+        Some((Err(error), _)) => {
+            let _ = reply.send(Err(AskError::Store(format!(
+                "the answer was not acknowledged: cannot write the journal: {error}"
+            ))));
+        }
         // The caller may have given up waiting; nothing to do then.
-        let _ = reply.send(result);
+        None => {
+            let _ = reply.send(result);
+        }
     }
+}
+
+/// Writes the request's end to the journal.
+fn journal_end(
+    state: &SupervisorState,
+    pending: &mut Pending,
+    result: &Result<Answer, AskError>,
+    persistence: &Persistence,
+) -> Result<(), StoreError> {
+    let worker = pending
+        .chain
+        .last()
+        .cloned()
+        .unwrap_or_else(|| pending.classification.worker.clone());
+    let mut attempts = std::mem::take(&mut pending.attempts);
+    let chain: Vec<String> = pending.chain.iter().map(|a| a.0.clone()).collect();
+    let ending = match result {
+        Ok(answer) => {
+            attempts.extend(attempt_entries(
+                &state.router,
+                &worker,
+                &answer.outcome.attempts,
+            ));
+            Ending::Completed {
+                chain,
+                attempts,
+                served_by: crate::review::served_by_label(&answer.outcome),
+                fallback: answer.outcome.fallback,
+                degraded: answer.outcome.degraded,
+                refusal: answer.outcome.refusal,
+                needs_review: answer.needs_review,
+                answer: answer.outcome.response.text.clone(),
+            }
+        }
+        Err(error) => {
+            if let AskError::Route(route) = error {
+                attempts.extend(attempt_entries(&state.router, &worker, route.attempts()));
+            }
+            Ending::Failed {
+                chain,
+                attempts,
+                error: error.to_string(),
+            }
+        }
+    };
+    persistence
+        .journal
+        .finish(pending.job.trace_id, None, ending)
+        .map(drop)
 }
 
 fn on_health_change(state: &mut SupervisorState, change: HealthChange) {

@@ -1,9 +1,9 @@
 //! `baton ask SWARM "message" [--session ID] [--json]`: one question to a
 //! swarm.
 //!
-//! Sessions live in the swarm supervisor's memory for now, so `--session`
-//! only groups turns within one process (durable sessions come with the
-//! store); it is accepted here so that scripts can already pass one.
+//! The request is journaled in the store; with `--session` the turn joins
+//! that conversation's stored history (one `ask` per turn works as a
+//! conversation).
 
 use std::process::ExitCode;
 
@@ -27,7 +27,6 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let queue = cli.reviews();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +34,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let swarm = launch(cli, &args.swarm).await?;
         let answer = swarm.ask(&args.message, args.session.as_deref()).await;
-        let name = swarm.name.clone();
+        let queued = match &answer {
+            Ok(Ok(answer)) => swarm.queue_for_review(&args.message, answer),
+            _ => Ok(None),
+        };
         swarm.stop().await;
         match answer? {
             Ok(answer) => {
@@ -45,8 +47,12 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                     println!("{}", answer.outcome.response.text.trim_end());
                     eprintln!("\n{}", show::status_line(&answer));
                 }
-                if let Some(id) = show::queue_for_review(&queue, &name, &args.message, &answer)? {
-                    eprintln!("-- queued for review as {id} (baton review list)");
+                match queued {
+                    Ok(Some(id)) => eprintln!("-- queued for review as {id} (baton review list)"),
+                    Ok(None) => {}
+                    Err(error) => {
+                        eprintln!("warning: the answer needs review but was not queued: {error:#}")
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -33,7 +33,6 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let queue = cli.reviews();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,8 +78,12 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 }
                 stdout.flush()?;
                 eprintln!("{}", show::status_line(&answer));
-                if let Some(id) = show::queue_for_review(&queue, &swarm.name, text, &answer)? {
-                    eprintln!("-- queued for review as {id}");
+                match swarm.queue_for_review(text, &answer) {
+                    Ok(Some(id)) => eprintln!("-- queued for review as {id}"),
+                    Ok(None) => {}
+                    Err(error) => {
+                        eprintln!("warning: the answer needs review but was not queued: {error:#}")
+                    }
                 }
             }
             Err(error) => {

@@ -11,18 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton::actor::baton::{Baton, BatonMsg, start_swarm};
+use baton::actor::baton::{Baton, BatonArgs, BatonMsg, start_swarm};
 use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
 use baton::knowledge::KnowledgeIndex;
+use baton::review::{NewReview, ReviewId, ReviewQueue};
 use baton::routing::pool::Pool;
 use baton::routing::router::Router;
+use baton::store::cache::DurableCache;
+use baton::store::journal::{Journal, OnInterrupt};
+use baton::store::{Store, StoreError};
 use baton::template;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::task::JoinHandle;
 
 use super::Cli;
+use super::admin::{AdminServer, serve};
 
 /// Slack on top of the longest route deadline before a caller stops
 /// waiting for the supervisor: the router itself gives up at the route's
@@ -44,6 +49,33 @@ pub struct Running {
     /// delegation chain (each worker once), plus one hand-over to a
     /// restarted worker, each at most the longest route deadline.
     pub longest_deadline: Duration,
+    /// The store this process holds, when it could open it.
+    store: Option<Store>,
+    reviews: Option<ReviewQueue>,
+    /// Serves store commands of other processes while this one holds it.
+    _admin: Option<AdminServer>,
+    /// Interrupted requests being asked again; `stop` waits for them.
+    resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Opens the store of the state directory for a process that will hold it.
+/// When another process holds it, this one goes on without (said once on
+/// stderr): its requests are not journaled and its sessions not kept.
+pub fn hold_store(
+    cli: &Cli,
+    settings: &baton::store::StoreSettings,
+) -> anyhow::Result<Option<Store>> {
+    match Store::open(&cli.state, settings) {
+        Ok(store) => Ok(Some(store)),
+        Err(StoreError::Locked(path)) => {
+            eprintln!(
+                "warning: the store {} is held by another Baton process: these requests are not journaled, sessions are not kept and answers needing review are not queued (give this process its own store with --state DIR)",
+                path.display()
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error).context("cannot open the store"),
+    }
 }
 
 /// Loads `swarm` (a path, or a name under `./agents/`) with the config the
@@ -79,17 +111,36 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         .max()
         .unwrap_or(Duration::from_secs(120))
         * (loaded.workers().count() as u32 + 1);
+    let store = hold_store(cli, &config.store)?;
     let pool = Pool::from_config(&config).context("cannot build the provider pool")?;
     let router = Arc::new(Router::new(&config, pool).context("cannot build the router")?);
-    let (root, handle) = Baton::start(router, config.health.clone())
-        .await
-        .context("cannot start the root actor")?;
+    if let Some(store) = &store {
+        let durable = DurableCache::new(store)?;
+        let pruned = durable.prune(router.cache().ttl())?;
+        tracing::debug!(pruned, "expired cached responses dropped");
+        router.cache().attach(Arc::new(durable));
+    }
+    let (root, handle) = Baton::start_with(BatonArgs {
+        router,
+        health: config.health.clone(),
+        store: store.clone(),
+        health_listener: None,
+    })
+    .await
+    .context("cannot start the root actor")?;
     let loaded = Arc::new(loaded);
     let supervisor = start_swarm(&root, loaded.clone(), knowledge.clone())
         .await
         .map_err(anyhow::Error::msg)
         .context("cannot start the swarm supervisor")?;
-    Ok(Running {
+    let (reviews, admin) = match &store {
+        Some(store) => (
+            Some(ReviewQueue::new(store)?),
+            Some(serve(&cli.state, store.clone())?),
+        ),
+        None => (None, None),
+    };
+    let running = Running {
         name,
         supervisor: std::sync::Mutex::new(supervisor),
         root,
@@ -97,7 +148,13 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         knowledge,
         handle,
         longest_deadline,
-    })
+        store,
+        reviews,
+        _admin: admin,
+        resuming: std::sync::Mutex::new(Vec::new()),
+    };
+    running.recover()?;
+    Ok(running)
 }
 
 impl Running {
@@ -143,6 +200,89 @@ impl Running {
         }
     }
 
+    /// Settles the requests a crash left open, before any new one is
+    /// accepted: each is resumed (its route says `on_interrupt = "resume"`
+    /// and it belongs to this swarm) or marked `failed: interrupted`.
+    /// Requests of other swarms cannot be resumed here and are failed too:
+    /// nothing is left dangling for a process that may never come.
+    fn recover(&self) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let journal = Journal::new(store)?;
+        let open = journal.open()?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let (mut failed, mut resumed) = (0, 0);
+        for record in open {
+            let ours = record.swarm.as_deref() == Some(self.swarm.name.as_str());
+            if ours && record.on_interrupt == OnInterrupt::Resume {
+                resumed += 1;
+                let supervisor = self.supervisor();
+                let trace_id = record.trace_id;
+                let deadline = self.longest_deadline + CALL_SLACK;
+                let task = tokio::spawn(async move {
+                    let asked = supervisor
+                        .call(
+                            |reply| SupervisorMsg::Resume {
+                                record: Box::new(record),
+                                reply,
+                            },
+                            Some(deadline),
+                        )
+                        .await;
+                    match asked {
+                        Ok(CallResult::Success(Ok(_))) => {
+                            tracing::info!(trace = %trace_id, "interrupted request resumed and answered");
+                        }
+                        Ok(CallResult::Success(Err(error))) => {
+                            tracing::warn!(trace = %trace_id, %error, "interrupted request resumed and failed");
+                        }
+                        Ok(CallResult::Timeout) => {
+                            tracing::warn!(trace = %trace_id, "interrupted request resumed; no answer before the deadline")
+                        }
+                        Ok(CallResult::SenderError) => {
+                            tracing::warn!(trace = %trace_id, "interrupted request resumed; the supervisor stopped before answering")
+                        }
+                        Err(error) => {
+                            tracing::warn!(trace = %trace_id, %error, "interrupted request resumed; the supervisor cannot be reached")
+                        }
+                    }
+                });
+                self.resuming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task);
+            } else {
+                failed += 1;
+                journal.fail_interrupted(&record)?;
+            }
+        }
+        store.flush()?;
+        eprintln!(
+            "-- recovered {} request(s) a stop interrupted: {failed} marked failed (interrupted), {resumed} resumed",
+            failed + resumed
+        );
+        Ok(())
+    }
+
+    /// Queues `answer` for review when it needs review.
+    pub fn queue_for_review(
+        &self,
+        question: &str,
+        answer: &Answer,
+    ) -> anyhow::Result<Option<ReviewId>> {
+        if !answer.needs_review {
+            return Ok(None);
+        }
+        let Some(reviews) = &self.reviews else {
+            anyhow::bail!("no store held by this process to queue it in");
+        };
+        let item = reviews.add(NewReview::from_answer(&self.name, question, answer))?;
+        Ok(Some(item.id))
+    }
+
     /// Points later questions at the supervisor the root restarted, if it
     /// did (after too many failures it does not, and they fail clearly).
     async fn refresh(&self) {
@@ -170,9 +310,21 @@ impl Running {
     /// Stops the root (every actor is linked under it and stops with it)
     /// and waits until it has.
     pub async fn stop(self) {
+        // A resumed request's caller is gone; its answer still belongs in
+        // the journal before the actors go.
+        let resuming =
+            std::mem::take(&mut *self.resuming.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in resuming {
+            let _ = task.await;
+        }
         self.root.stop(None);
         if let Err(error) = self.handle.await {
             tracing::warn!(%error, "the root actor ended abnormally");
+        }
+        if let Some(store) = &self.store
+            && let Err(error) = store.flush()
+        {
+            tracing::error!(%error, "cannot flush the store on the way out");
         }
     }
 }

@@ -1,12 +1,15 @@
 //! `baton review list|approve|reject`: the queue of answers that high-stakes
-//! agents gave through a fallback path, in the state directory.
+//! agents gave through a fallback path, in the store (through the admin
+//! socket when another process holds it).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use baton::review::{ReviewItem, ReviewStatus};
+use baton::review::{ReviewItem, ReviewQueue, ReviewStatus};
+use baton::store::Store;
 
 use super::Cli;
+use super::admin::{Output, with_store};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -35,7 +38,11 @@ pub struct Decide {
 }
 
 pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
-    let queue = cli.reviews();
+    with_store(cli, |store, out| exec(command, store, out))
+}
+
+pub fn exec(command: &Command, store: &Store, out: &mut Output) -> anyhow::Result<ExitCode> {
+    let queue = ReviewQueue::new(store)?;
     match command {
         Command::List { all, json } => {
             let items = if *all {
@@ -44,28 +51,27 @@ pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
                 queue.pending()?
             };
             if *json {
-                super::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&items)?))?;
+                out.stdout
+                    .push_str(&format!("{}\n", serde_json::to_string_pretty(&items)?));
             } else if items.is_empty() {
-                println!(
-                    "no {}reviews in {}",
-                    if *all { "" } else { "pending " },
-                    queue.path().display()
+                let _ = writeln!(
+                    out.stdout,
+                    "no {}reviews",
+                    if *all { "" } else { "pending " }
                 );
             } else {
-                let mut out = String::new();
                 for item in &items {
-                    describe(item, &mut out);
+                    describe(item, &mut out.stdout);
                 }
-                super::print_stdout(&out)?;
             }
         }
         Command::Approve(decide) => {
             let item = queue.approve(&decide.id, decide.note.clone())?;
-            println!("{} approved", item.id);
+            let _ = writeln!(out.stdout, "{} approved", item.id);
         }
         Command::Reject(decide) => {
             let item = queue.reject(&decide.id, decide.note.clone())?;
-            println!("{} rejected", item.id);
+            let _ = writeln!(out.stdout, "{} rejected", item.id);
         }
     }
     Ok(ExitCode::SUCCESS)

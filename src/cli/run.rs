@@ -19,22 +19,26 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use baton::review::ReviewQueue;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use self::script::Conversation;
 use self::summary::{Reply, Summary, TurnResult};
+use super::Cli;
 use super::launch::{Running, launch};
-use super::{Cli, show};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Swarm directory, or a name under ./agents/.
     swarm: String,
-    /// JSON Lines script: one `{"id": ..., "turns": [...]}` per line.
+    /// JSON Lines script: one `{"id": ..., "turns": [...]}` per line
+    /// (`-`: read it from stdin).
     #[arg(long, value_name = "FILE")]
     script: PathBuf,
+    /// Print one JSON line on stdout per turn as soon as it is answered
+    /// (and journaled durably) or fails; the summary goes to stderr.
+    #[arg(long)]
+    acks: bool,
     /// Conversations in flight at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
@@ -55,7 +59,6 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    let queue = cli.reviews();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,10 +76,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             .map(|conversation| {
                 converse(
                     &swarm,
-                    &queue,
                     conversation,
                     format!("run-{run_id}:{}", conversation.id),
                     &progress,
+                    args.acks,
                 )
             })
             .buffer_unordered(concurrency)
@@ -110,7 +113,9 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if args.json {
+        if args.acks {
+            eprint!("{}", summary.table());
+        } else if args.json {
             super::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
         } else {
             let mut table = summary.table();
@@ -139,10 +144,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
 /// Runs one conversation's turns in order in `session`.
 async fn converse(
     swarm: &Running,
-    queue: &ReviewQueue,
     conversation: &Conversation,
     session: String,
     progress: &ProgressBar,
+    acks: bool,
 ) -> Vec<TurnResult> {
     let mut results = Vec::with_capacity(conversation.turns.len());
     for (index, text) in conversation.turns.iter().enumerate() {
@@ -151,7 +156,8 @@ async fn converse(
         let latency = started.elapsed();
         let reply = match asked {
             Ok(Ok(answer)) => {
-                let review_error = show::queue_for_review(queue, &swarm.name, text, &answer)
+                let review_error = swarm
+                    .queue_for_review(text, &answer)
                     .err()
                     .map(|e| format!("{e:#}"));
                 Reply::Answer {
@@ -165,6 +171,9 @@ async fn converse(
                 attempts: Vec::new(),
             },
         };
+        if acks {
+            acknowledge(&conversation.id, index + 1, &reply);
+        }
         progress.inc(1);
         results.push(TurnResult {
             conversation: conversation.id.clone(),
@@ -176,6 +185,25 @@ async fn converse(
     // The conversation is over: its history need not stay in memory.
     swarm.forget(&session);
     results
+}
+
+/// One line on stdout for a turn that ended: its acknowledgement when it
+/// was answered (the answer is in the journal by then), else its failure.
+fn acknowledge(conversation: &str, turn: usize, reply: &Reply) {
+    let line = match reply {
+        Reply::Answer { answer, .. } => serde_json::json!({
+            "ack": answer.outcome.trace_id,
+            "conversation": conversation,
+            "turn": turn,
+        }),
+        Reply::Failed { error, .. } => serde_json::json!({
+            "failed": error,
+            "conversation": conversation,
+            "turn": turn,
+        }),
+    };
+    // A reader that went away is the client's business; the run goes on.
+    let _ = super::print_stdout(&format!("{line}\n"));
 }
 
 /// A bar on stderr, hidden when stderr is not a terminal (tests, CI, logs).

@@ -2,7 +2,6 @@
 //! `chat` and `run`, and how they reach the review queue.
 
 use baton::actor::Answer;
-use baton::review::{NewReview, ReviewId, ReviewQueue};
 use baton::routing::router::{AttemptReason, Outcome, ServedBy};
 
 /// Who served an answer, for people.
@@ -75,18 +74,4 @@ pub fn status_line(answer: &Answer) -> String {
     }
     line.push_str(&format!("; trace {}", outcome.trace_id));
     line
-}
-
-/// Adds `answer` to the review queue when it needs review.
-pub fn queue_for_review(
-    queue: &ReviewQueue,
-    swarm: &str,
-    question: &str,
-    answer: &Answer,
-) -> anyhow::Result<Option<ReviewId>> {
-    if !answer.needs_review {
-        return Ok(None);
-    }
-    let item = queue.add(NewReview::from_answer(swarm, question, answer))?;
-    Ok(Some(item.id))
 }

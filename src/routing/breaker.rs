@@ -185,6 +185,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The name the store and the report use.
+    pub fn label(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// What `baton status`, `/metrics` and the dashboard show for a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BreakerSnapshot {
@@ -343,6 +354,18 @@ impl Breaker {
         if let Phase::HalfOpen { in_flight, .. } = &mut self.phase {
             *in_flight = in_flight.saturating_sub(1);
         }
+    }
+
+    /// Puts back a breaker a previous process left open: `ejections` in a
+    /// row, admitting its next trial after `remaining` (zero: at once, as
+    /// a half-open breaker would). A restart must not forget an outage, or
+    /// the first requests after it would all go to a provider known down.
+    pub fn restore_open(&mut self, ejections: u32, remaining: Duration, now: Instant) {
+        self.ejections = ejections.max(1);
+        self.consecutive_failures = 0;
+        self.phase = Phase::Open {
+            until: now + remaining,
+        };
     }
 
     /// The state an operator should see at `now`.

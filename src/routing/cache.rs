@@ -16,9 +16,14 @@
 //! Entries expire after the TTL; the oldest are evicted beyond
 //! `max_entries`. A served entry reports its age, and responses built from
 //! it are marked cached.
+//!
+//! With a durable tier attached ([`ResponseCache::attach`], the store's
+//! `cache` tree), every entry is also written there and a miss in memory
+//! is looked up there, so a restarted process can still answer from the
+//! cache during an outage that began before it started.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -124,12 +129,20 @@ struct Entry {
     stored: Instant,
 }
 
+/// A cache tier that outlives the process.
+pub trait DurableTier: Send + Sync + std::fmt::Debug {
+    /// The stored answer for `key` and how old it is.
+    fn load(&self, key: &Fingerprint) -> Option<(ChatResponse, Duration)>;
+    fn save(&self, key: &Fingerprint, response: &ChatResponse);
+}
+
 /// An in-process response cache with a TTL and a size bound.
 #[derive(Debug)]
 pub struct ResponseCache {
     ttl: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
+    durable: OnceLock<Arc<dyn DurableTier>>,
 }
 
 #[derive(Debug, Default)]
@@ -145,11 +158,24 @@ impl ResponseCache {
             ttl,
             max_entries: max_entries.max(1),
             inner: Mutex::new(Inner::default()),
+            durable: OnceLock::new(),
         }
+    }
+
+    /// Attaches the durable tier; a second call is ignored.
+    pub fn attach(&self, tier: Arc<dyn DurableTier>) {
+        let _ = self.durable.set(tier);
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Stores a successful answer.
     pub fn put(&self, key: Fingerprint, response: ChatResponse, now: Instant) {
+        if let Some(tier) = self.durable.get() {
+            tier.save(&key, &response);
+        }
         let mut inner = self.lock();
         inner.entries.insert(
             key,
@@ -179,7 +205,11 @@ impl ResponseCache {
     /// The answer stored for `key`, unless it expired.
     pub fn get(&self, key: &Fingerprint, now: Instant) -> Option<Cached> {
         let mut inner = self.lock();
-        let entry = inner.entries.get(key)?;
+        let Some(entry) = inner.entries.get(key) else {
+            drop(inner);
+            let (response, age) = self.durable.get()?.load(key)?;
+            return (age <= self.ttl).then_some(Cached { response, age });
+        };
         let age = now.saturating_duration_since(entry.stored);
         if age > self.ttl {
             inner.entries.remove(key);

@@ -409,6 +409,13 @@ impl ProviderHandle {
         lock(&self.breaker).release_trial(now);
     }
 
+    /// See [`crate::routing::breaker::Breaker::restore_open`]; the health
+    /// shows Down until a trial or probe proves otherwise.
+    pub fn restore_open(&self, ejections: u32, remaining: Duration, now: Instant) {
+        lock(&self.breaker).restore_open(ejections, remaining, now);
+        self.set_health(HealthState::Down);
+    }
+
     pub fn breaker(&self, now: Instant) -> BreakerSnapshot {
         lock(&self.breaker).snapshot(now)
     }

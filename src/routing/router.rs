@@ -213,6 +213,16 @@ impl RouteError {
         }
     }
 
+    /// The attempts made before the request gave up.
+    pub fn attempts(&self) -> &[AttemptRecord] {
+        match self {
+            RouteError::UnknownRoute(_) => &[],
+            RouteError::Exhausted { attempts, .. } | RouteError::Refused { attempts, .. } => {
+                attempts
+            }
+        }
+    }
+
     pub fn trace_id(&self) -> Option<TraceId> {
         match self {
             RouteError::UnknownRoute(_) => None,

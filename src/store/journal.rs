@@ -350,7 +350,10 @@ impl Journal {
         })
     }
 
-    /// Finds a record by a trace id or a unique prefix of one.
+    /// Finds a record by a trace id, or by a fragment of one: its start or
+    /// its end. A v7 id starts with its timestamp, so ids of one minute
+    /// share their first eight digits; the end is the random part, and the
+    /// handier one to quote.
     pub fn find(&self, id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         if let Ok(uuid) = uuid::Uuid::parse_str(id) {
             return Ok(self.get(TraceId(uuid))?.into_iter().collect());
@@ -359,7 +362,8 @@ impl Journal {
         let mut found = Vec::new();
         for record in self.iter() {
             let record = record?;
-            if record.trace_id.to_string().starts_with(&wanted) {
+            let full = record.trace_id.to_string();
+            if full.starts_with(&wanted) || full.ends_with(&wanted) {
                 found.push(record);
                 if found.len() > 10 {
                     break;

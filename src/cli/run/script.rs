@@ -32,9 +32,15 @@ struct RawConversation {
     turns: Vec<String>,
 }
 
-/// Reads and checks the script at `path`.
+/// Reads and checks the script at `path` (`-`: standard input, read to
+/// its end, so that a client process can feed a running batch).
 pub fn load(path: &Path) -> Result<Vec<Conversation>, Diagnostics> {
-    match std::fs::read_to_string(path) {
+    let read = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    match read {
         Ok(text) => parse(&text, path),
         Err(error) => {
             let mut diagnostics = Diagnostics::new();
