@@ -51,7 +51,8 @@ use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::store::Store;
 use crate::store::policy::{
-    AGENTS_DIR, CONFIG_FILE, Policies, PolicyError, PolicyVersion, materialize, write_files,
+    AGENTS_DIR, CONFIG_FILE, Policies, PolicyError, PolicyVersion, create_private_dir, materialize,
+    write_files,
 };
 use crate::template::{self, text};
 
@@ -260,10 +261,7 @@ fn try_stored(
         std::process::id(),
         uuid::Uuid::now_v7().simple()
     ));
-    std::fs::create_dir_all(scratch).map_err(|source| CollectError::Unreadable {
-        path: scratch.to_owned(),
-        source,
-    })?;
+    create_private_dir(scratch)?;
     let result = write_files(files, &dir)
         .map_err(CollectError::Policy)
         .and_then(|()| {

@@ -377,23 +377,14 @@ pub fn materialize(version: &PolicyVersion, dir: &Path) -> Result<PathBuf, Polic
     result.map(|()| target)
 }
 
-/// Writes `files` under `dir` (which must not exist yet), owner-only.
+/// Writes `files` under `dir` (whose files must not exist yet), owner-only.
 pub fn write_files(files: &BTreeMap<String, String>, dir: &Path) -> Result<(), PolicyError> {
     create_private_dir(dir)?;
     for (path, content) in files {
         check_path(path)?;
         let file = dir.join(path);
-        let mut parent = file.parent();
-        // Directories between `dir` and the file, outermost first.
-        let mut missing = Vec::new();
-        while let Some(p) = parent
-            && p != dir
-        {
-            missing.push(p.to_owned());
-            parent = p.parent();
-        }
-        for p in missing.into_iter().rev() {
-            create_private_dir(&p)?;
+        if let Some(parent) = file.parent() {
+            create_private_dir(parent)?;
         }
         write_file(&file, content)?;
     }
@@ -449,7 +440,7 @@ fn read_tree(root: &Path, dir: &Path, found: &mut BTreeMap<String, String>) -> b
     true
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), PolicyError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), PolicyError> {
     let io = |source| PolicyError::Io {
         path: dir.to_owned(),
         source,
@@ -457,7 +448,12 @@ fn create_private_dir(dir: &Path) -> Result<(), PolicyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        // Every directory created on the way is owner-only too.
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
             Err(e) => Err(io(e)),

@@ -61,6 +61,47 @@ pub fn unified(
     out
 }
 
+/// What a diff made by [`unified`] changes: files, lines added, lines
+/// removed. Read by the hunk headers' counts, so that content lines that
+/// look like headers (`+++ x` added) are not mistaken for them.
+pub fn stats(diff: &str) -> (usize, usize, usize) {
+    let (mut files, mut added, mut removed) = (0, 0, 0);
+    let (mut old_left, mut new_left) = (0usize, 0usize);
+    for line in diff.lines() {
+        if old_left > 0 || new_left > 0 {
+            match line.as_bytes().first() {
+                Some(b'-') => {
+                    removed += 1;
+                    old_left -= 1;
+                }
+                Some(b'+') => {
+                    added += 1;
+                    new_left -= 1;
+                }
+                Some(b' ') => {
+                    old_left = old_left.saturating_sub(1);
+                    new_left = new_left.saturating_sub(1);
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with("+++ ") {
+            files += 1;
+        } else if let Some(rest) = line.strip_prefix("@@ -") {
+            let mut ranges = rest.split(' ');
+            let count = |range: Option<&str>| {
+                range
+                    .and_then(|r| r.split(',').nth(1).map_or(Some(1), |n| n.parse().ok()))
+                    .unwrap_or(0)
+            };
+            old_left = count(ranges.next());
+            new_left = count(ranges.next().map(|r| r.trim_start_matches('+')));
+        }
+    }
+    (files, added, removed)
+}
+
 /// The hunks of one file's diff.
 fn file(old: &str, new: &str, out: &mut String) {
     let a: Vec<&str> = old.split_inclusive('\n').collect();
@@ -367,6 +408,17 @@ mod tests {
             diff.contains("-b\n\\ No newline at end of file\n+b\n"),
             "{diff}"
         );
+    }
+
+    #[test]
+    fn stats_count_by_hunk_headers_not_by_look() {
+        let diff = unified(
+            &files(&[("a", "x\n-- y\n"), ("b", "1\n")]),
+            &files(&[("a", "x\n++ y\n+++ z\n"), ("c", "2\n")]),
+            Some("v1"),
+            Some("v2"),
+        );
+        assert_eq!(stats(&diff), (3, 3, 2), "{diff}");
     }
 
     #[test]
