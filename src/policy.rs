@@ -51,7 +51,7 @@ use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::store::Store;
 use crate::store::policy::{
-    AGENTS_DIR, CONFIG_FILE, Policies, PolicyError, PolicyVersion, create_private_dir, materialize,
+    AGENTS_DIR, CONFIG_FILE, Policies, STAMP, PolicyError, PolicyVersion, create_private_dir, materialize,
     write_files,
 };
 use crate::template::{self, text};
@@ -455,6 +455,32 @@ pub fn served_from(version: &PolicyVersion, state_dir: &Path) -> Result<ActiveSo
         hash: version.hash.clone(),
         config: dir.join(CONFIG_FILE),
         agents: dir.join(AGENTS_DIR),
+    })
+}
+
+/// The newest version written out under `<state_dir>/policies/`, for a
+/// process that cannot read the store (another one holds it): the active
+/// version is always the newest, and `policy apply`/`rollback` write out
+/// the version they activate. `None` when none is there.
+pub fn newest_written(state_dir: &Path) -> Option<ActiveSources> {
+    let dir = state_dir.join(POLICIES_DIR);
+    let (version, path) = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let number = name.strip_prefix('v')?.parse::<u64>().ok()?;
+            Some((number, entry.path()))
+        })
+        .max_by_key(|(number, _)| *number)?;
+    // The stamp is written last, before the directory is renamed into
+    // place: a directory without it is not a version.
+    let hash = std::fs::read_to_string(path.join(STAMP)).ok()?;
+    Some(ActiveSources {
+        version,
+        hash,
+        config: path.join(CONFIG_FILE),
+        agents: path.join(AGENTS_DIR),
     })
 }
 

@@ -53,7 +53,7 @@ pub const AGENTS_DIR: &str = "agents";
 
 /// A file in a materialized version's directory that records which
 /// content it holds; written last, so a directory without it is unfinished.
-const STAMP: &str = ".baton-policy";
+pub const STAMP: &str = ".baton-policy";
 
 /// One stored version of the policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
