@@ -22,5 +22,6 @@ pub mod routing;
 pub mod secret;
 pub mod store;
 pub mod swarm;
+pub mod telemetry;
 pub mod template;
 pub mod trace;

@@ -19,8 +19,8 @@
 //! | `journal`     | trace id, 16 bytes (UUID v7: time-ordered)    | [`journal::JournalRecord`]               |
 //! | `inflight`    | trace id of a request not yet ended           | empty (see [`journal`])                  |
 //! | `sessions`    | session id, UTF-8                             | [`sessions::SessionRecord`]              |
-//! | `telemetry`   | event time ns since the epoch, u64 big-endian, then a u32 big-endian sequence | a telemetry event |
-//! | `aggregates`  | minute since the epoch, u64 BE, then provider or route name | per-minute aggregate            |
+//! | `telemetry`   | event time ns since the epoch, u64 BE, then a u32 BE sequence | a request, attempt or switch event: v1 is a compact binary layout, not JSON ([`telemetry`]) |
+//! | `aggregates`  | minute since the epoch, u64 BE, `p` (provider) or `r` (route), the name | [`crate::telemetry::aggregate::Aggregate`] |
 //! | `policies`    | version number, u64 BE                        | [`policy::PolicyVersion`] (files + hash + author/message + diff) |
 //! | `breakers`    | provider id, UTF-8                            | [`health::BreakerRecord`]                |
 //! | `health`      | provider id, 0x00, time ns u64 BE             | [`health::HealthRecord`]                 |
@@ -48,6 +48,7 @@ pub mod health;
 pub mod journal;
 pub mod policy;
 pub mod sessions;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

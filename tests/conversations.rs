@@ -805,3 +805,53 @@ async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start
     assert!(failed.error.unwrap().starts_with("interrupted"));
     assert!(journal.open().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_shows_every_attempt_of_a_failed_over_request() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let middle = mock("[[fault]]\nkind = \"reset\"\n").await;
+    let last = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(
+            &[("primary", &primary), ("middle", &middle), ("last", &last)],
+            &["primary", "middle", "last"],
+        ),
+    );
+    let asked = scratch
+        .baton(
+            &["ask", &support_bot(), "Why was I charged twice?", "--json"],
+            None,
+        )
+        .await;
+    assert!(asked.status.success(), "{}", text(&asked.stderr));
+    let trace_id = json(&asked)["outcome"]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The end of the id is enough.
+    let traced = scratch
+        .baton(&["trace", &trace_id[trace_id.len() - 12..]], None)
+        .await;
+    let shown = text(&traced.stdout);
+    assert!(traced.status.success(), "{}", text(&traced.stderr));
+    let attempt_lines: Vec<&str> = shown.lines().filter(|l| l.contains(" ms  ")).collect();
+    assert_eq!(attempt_lines.len(), 3, "{shown}");
+    assert!(
+        attempt_lines[0].contains("primary") && attempt_lines[0].contains("HTTP 503"),
+        "{shown}"
+    );
+    assert!(
+        attempt_lines[1].contains("failover") && attempt_lines[1].contains("middle"),
+        "{shown}"
+    );
+    assert!(
+        attempt_lines[2].contains("failover")
+            && attempt_lines[2].contains("last")
+            && attempt_lines[2].contains("ok in"),
+        "{shown}"
+    );
+    assert!(shown.contains("answer from last, fallback"), "{shown}");
+    assert!(shown.contains("classified refunds"), "{shown}");
+}

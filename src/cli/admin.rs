@@ -97,9 +97,26 @@ fn settings(cli: &Cli) -> StoreSettings {
     cli.config().map(|c| c.store).unwrap_or_default()
 }
 
-/// Runs a store command: against the store opened here, or through the
-/// admin socket of the process holding it.
+/// Runs a command that reads the store: against the store opened here, or
+/// through the admin socket of the process holding it. A state directory
+/// with no store yet is an error (reading must not create one).
 pub fn with_store(
+    cli: &Cli,
+    exec: impl FnOnce(&Store, &mut Output) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let database = cli.state.join(baton::store::DATABASE_DIR);
+    if !database.exists() {
+        anyhow::bail!(
+            "no store in {} yet: `ask`, `chat` and `run` create it (or point --state / BATON_STATE at another)",
+            cli.state.display()
+        );
+    }
+    with_store_creating(cli, exec)
+}
+
+/// As [`with_store`], creating the store if there is none (commands that
+/// write: `policy apply`).
+pub fn with_store_creating(
     cli: &Cli,
     exec: impl FnOnce(&Store, &mut Output) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {

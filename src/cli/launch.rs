@@ -22,6 +22,7 @@ use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
 use baton::review::{NewReview, ReviewId, ReviewQueue};
 use baton::store::journal::{Journal, OnInterrupt};
+use baton::store::telemetry::{Telemetry, spawn_compactor};
 use baton::store::{Store, StoreError};
 use ractor::rpc::CallResult;
 use tokio::task::JoinHandle;
@@ -34,6 +35,10 @@ use super::admin::{AdminServer, serve};
 /// deadline and answers with an error, so this only fires if an actor is
 /// stuck.
 const CALL_SLACK: Duration = Duration::from_secs(5);
+
+/// How often a running process folds raw telemetry past `[store] keep`
+/// into aggregates; the first pass runs at start-up.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// A running swarm.
 pub struct Running {
@@ -48,6 +53,8 @@ pub struct Running {
     _admin: Option<AdminServer>,
     /// Interrupted requests being asked again; `stop` waits for them.
     resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Folds old raw telemetry into per-minute aggregates while it runs.
+    compactor: Option<JoinHandle<()>>,
 }
 
 /// Opens the store of the state directory for a process that will hold it.
@@ -90,6 +97,9 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         ),
         None => (None, None),
     };
+    let compactor = store
+        .clone()
+        .map(|store| spawn_compactor(store.clone(), store.settings().keep.0, COMPACT_EVERY));
     let running = Running {
         name,
         engines,
@@ -97,6 +107,7 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         reviews,
         _admin: admin,
         resuming: std::sync::Mutex::new(Vec::new()),
+        compactor,
     };
     running.recover()?;
     Ok(running)
@@ -157,6 +168,7 @@ impl Running {
             return Ok(());
         };
         let journal = Journal::new(store)?;
+        let telemetry = Telemetry::new(store)?;
         let open = journal.open()?;
         if open.is_empty() {
             return Ok(());
@@ -204,7 +216,8 @@ impl Running {
                     .push(task);
             } else {
                 failed += 1;
-                journal.fail_interrupted(&record)?;
+                let record = journal.fail_interrupted(&record)?;
+                telemetry.record_finished(&record)?;
             }
         }
         store.flush()?;
@@ -247,6 +260,9 @@ impl Running {
             std::mem::take(&mut *self.resuming.lock().unwrap_or_else(|p| p.into_inner()));
         for task in resuming {
             let _ = task.await;
+        }
+        if let Some(compactor) = &self.compactor {
+            compactor.abort();
         }
         self.engines.stop().await;
         if let Some(store) = &self.store
