@@ -51,8 +51,8 @@ use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::store::Store;
 use crate::store::policy::{
-    AGENTS_DIR, CONFIG_FILE, Policies, STAMP, PolicyError, PolicyVersion, create_private_dir, materialize,
-    write_files,
+    AGENTS_DIR, CONFIG_FILE, Policies, PolicyError, PolicyVersion, STAMP, create_private_dir,
+    materialize, write_files,
 };
 use crate::template::{self, text};
 
@@ -448,7 +448,10 @@ pub fn active_sources(
 }
 
 /// Where `version` is served from, written there if need be.
-pub fn served_from(version: &PolicyVersion, state_dir: &Path) -> Result<ActiveSources, PolicyError> {
+pub fn served_from(
+    version: &PolicyVersion,
+    state_dir: &Path,
+) -> Result<ActiveSources, PolicyError> {
     let dir = materialize(version, &state_dir.join(POLICIES_DIR))?;
     Ok(ActiveSources {
         version: version.number,
@@ -508,7 +511,10 @@ mod tests {
             &dir.join("helper.md"),
             "---\nname: helper\ndescription: helps\n---\nYou help.\n",
         );
-        write(&dir.join("rules/tone.mdc"), "---\nalwaysApply: true\n---\nBe calm.\n");
+        write(
+            &dir.join("rules/tone.mdc"),
+            "---\nalwaysApply: true\n---\nBe calm.\n",
+        );
         write(&dir.join("knowledge/faq.md"), "# FAQ\nAnswers.\n");
         write(&dir.join(".swp"), "editor junk");
     }
@@ -585,7 +591,10 @@ mod tests {
     fn an_invalid_config_is_refused_with_its_file_and_line() {
         let root = tempfile::tempdir().unwrap();
         let config = root.path().join("baton.toml");
-        write(&config, &CONFIG.replace("chain = [\"local\"]", "chain = [\"nope\"]"));
+        write(
+            &config,
+            &CONFIG.replace("chain = [\"local\"]", "chain = [\"nope\"]"),
+        );
         let sources = Sources {
             config: Some(config.clone()),
             root: root.path().to_owned(),

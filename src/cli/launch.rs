@@ -246,9 +246,13 @@ impl Running {
 
     /// Drops a finished conversation's history.
     pub fn forget(&self, session: &str) {
-        let _ = self.engines.current().supervisor().send_message(SupervisorMsg::Forget {
-            session: session.to_owned(),
-        });
+        let _ = self
+            .engines
+            .current()
+            .supervisor()
+            .send_message(SupervisorMsg::Forget {
+                session: session.to_owned(),
+            });
     }
 
     /// Stops the root of every engine (every actor is linked under it and

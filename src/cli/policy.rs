@@ -89,9 +89,14 @@ fn parse_version(text: &str) -> Result<u64, String> {
 }
 
 /// Runs the command here, or through the admin socket of the process
-/// holding the store.
+/// holding the store. `apply` creates the store if there is none; the
+/// others only read or extend an existing history.
 pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
-    super::admin::with_store(cli, |store, out| exec(cli, command, store, out))
+    let exec = |store: &Store, out: &mut Output| exec(cli, command, store, out);
+    match command {
+        Command::Apply(_) => super::admin::with_store_creating(cli, exec),
+        _ => super::admin::with_store(cli, exec),
+    }
 }
 
 pub fn exec(
@@ -120,6 +125,7 @@ pub fn exec(
         Command::Rollback { version, message } => {
             match policies.rollback(*version, &out.author, message.as_deref()) {
                 Ok(made) => {
+                    write_out(&made, store, out);
                     let _ = writeln!(
                         out.stdout,
                         "v{} is active: the files of v{version} again ({}), {}",
@@ -217,6 +223,7 @@ fn apply(
     let message = args.message.clone().unwrap_or_default();
     match policies.apply(collected.files, &out.author, &message) {
         Ok(made) => {
+            write_out(&made, store, out);
             let _ = writeln!(
                 out.stdout,
                 "v{} is active ({}): {} file(s), swarms: {}; {}",
@@ -240,6 +247,18 @@ fn apply(
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Writes the version just activated to the state directory, where a
+/// process that cannot open the store (another holds it) finds it.
+fn write_out(version: &PolicyVersion, store: &Store, out: &mut Output) {
+    if let Err(error) = policy::served_from(version, &state_dir(store)) {
+        let _ = writeln!(
+            out.stderr,
+            "warning: v{} is active but could not be written out for processes without the store: {error}",
+            version.number
+        );
     }
 }
 
@@ -301,7 +320,11 @@ fn history(policies: &Policies, json: bool, out: &mut Output) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     }
     for version in &versions {
-        let mark = if Some(version.number) == active { '*' } else { ' ' };
+        let mark = if Some(version.number) == active {
+            '*'
+        } else {
+            ' '
+        };
         let mut message = if version.message.is_empty() {
             "(no message)".to_owned()
         } else {

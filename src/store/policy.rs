@@ -304,7 +304,9 @@ fn check_path(path: &str) -> Result<(), PolicyError> {
     // Split by hand: `Path::components` quietly drops a `.` in the middle.
     for segment in path.split('/') {
         if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(bad("expected a relative path without empty, `.` or `..` segments"));
+            return Err(bad(
+                "expected a relative path without empty, `.` or `..` segments",
+            ));
         }
         if segment.starts_with(STAMP) {
             return Err(bad("the name is reserved for Baton's own stamp file"));
@@ -562,9 +564,15 @@ mod tests {
         let policies = Policies::new(&store).unwrap();
         assert_eq!(policies.active().unwrap(), None);
 
-        let v1 = files(&[("baton.toml", "a = 1\n"), ("agents/s/CLAUDE.md", "Be kind.\n")]);
+        let v1 = files(&[
+            ("baton.toml", "a = 1\n"),
+            ("agents/s/CLAUDE.md", "Be kind.\n"),
+        ]);
         let first = policies.apply(v1.clone(), "ana", "first").unwrap();
-        assert_eq!((first.number, first.parent, first.rollback_of), (1, None, None));
+        assert_eq!(
+            (first.number, first.parent, first.rollback_of),
+            (1, None, None)
+        );
         assert!(first.diff.contains("--- /dev/null\n+++ v1/baton.toml"));
 
         let mut v2 = v1.clone();
@@ -585,7 +593,12 @@ mod tests {
         assert_eq!(third.hash, first.hash);
         assert_eq!(third.message, "rollback to v1");
         assert_eq!(policies.active_number().unwrap(), Some(3));
-        let numbers: Vec<u64> = policies.history().unwrap().iter().map(|v| v.number).collect();
+        let numbers: Vec<u64> = policies
+            .history()
+            .unwrap()
+            .iter()
+            .map(|v| v.number)
+            .collect();
         assert_eq!(numbers, [1, 2, 3]);
 
         // The history survives closing and reopening the store.
@@ -635,7 +648,10 @@ mod tests {
             let error = policies
                 .apply(files(&[("baton.toml", ""), (bad, "x")]), "ana", "")
                 .unwrap_err();
-            assert!(matches!(error, PolicyError::BadPath { .. }), "{bad}: {error}");
+            assert!(
+                matches!(error, PolicyError::BadPath { .. }),
+                "{bad}: {error}"
+            );
         }
         let error = policies
             .apply(files(&[("agents/s/a.md", "x")]), "ana", "")
@@ -665,7 +681,10 @@ mod tests {
         let policies = Policies::new(&store).unwrap();
         let version = policies
             .apply(
-                files(&[("baton.toml", "a = 1\n"), ("agents/s/rules/r.mdc", "rule\n")]),
+                files(&[
+                    ("baton.toml", "a = 1\n"),
+                    ("agents/s/rules/r.mdc", "rule\n"),
+                ]),
                 "ana",
                 "",
             )
@@ -689,12 +708,18 @@ mod tests {
         let stamp = target.join(STAMP);
         let written = std::fs::metadata(&stamp).unwrap().modified().unwrap();
         assert_eq!(materialize(&version, &out).unwrap(), target);
-        assert_eq!(std::fs::metadata(&stamp).unwrap().modified().unwrap(), written);
+        assert_eq!(
+            std::fs::metadata(&stamp).unwrap().modified().unwrap(),
+            written
+        );
         // A hand edit (or a stray file) is undone.
         std::fs::write(target.join("baton.toml"), "edited").unwrap();
         std::fs::write(target.join("agents/s/extra.md"), "stray").unwrap();
         materialize(&version, &out).unwrap();
-        assert_eq!(std::fs::read_to_string(target.join("baton.toml")).unwrap(), "a = 1\n");
+        assert_eq!(
+            std::fs::read_to_string(target.join("baton.toml")).unwrap(),
+            "a = 1\n"
+        );
         assert!(!target.join("agents/s/extra.md").exists());
         let leftovers: Vec<_> = std::fs::read_dir(&out)
             .unwrap()

@@ -57,10 +57,7 @@ pub struct Source {
 /// The `[store]` settings to open the store with, and the config file as
 /// it loaded (its error is only fatal when no policy is active).
 pub fn store_settings(config: &anyhow::Result<Config>) -> StoreSettings {
-    config
-        .as_ref()
-        .map(|c| c.store.clone())
-        .unwrap_or_default()
+    config.as_ref().map(|c| c.store.clone()).unwrap_or_default()
 }
 
 /// Finds what serves `swarm`: the active policy of `store` (or, without
@@ -112,7 +109,10 @@ fn load_version_config(active: &ActiveSources) -> anyhow::Result<Config> {
         }
         Err(ConfigError::Invalid(diagnostics)) => {
             eprint!("{diagnostics}");
-            anyhow::bail!("the config of policy v{} does not load (see above)", active.version)
+            anyhow::bail!(
+                "the config of policy v{} does not load (see above)",
+                active.version
+            )
         }
         Err(error) => Err(error.into()),
     }
@@ -242,11 +242,7 @@ impl Engine {
     /// and waits until it has.
     pub async fn stop(&self) {
         self.root.stop(None);
-        let handle = self
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle
             && let Err(error) = handle.await
         {
@@ -355,7 +351,8 @@ impl Engines {
                         eprintln!(
                             "-- policy v{} serves {name} now (was {}); requests already asked finish on the old one",
                             version.unwrap_or(number),
-                            serving.map_or_else(|| "the config file".to_owned(), |v| format!("v{v}"))
+                            serving
+                                .map_or_else(|| "the config file".to_owned(), |v| format!("v{v}"))
                         );
                     }
                     Err(error) => eprintln!(
@@ -371,16 +368,17 @@ impl Engines {
     /// Stops following, then every engine: retiring ones once idle (they
     /// are, when the caller has its answers), then the current one.
     pub async fn stop(&self) {
-        if let Some(follower) = self
+        let follower = self
             .follower
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(follower) = follower {
             follower.abort();
             let _ = follower.await;
         }
-        let retiring = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
         for task in retiring {
             let _ = task.await;
         }
@@ -390,8 +388,8 @@ impl Engines {
 
 /// An engine for the active version of `store`.
 async fn build(store: &Store, state_dir: &Path, swarm: &str) -> anyhow::Result<Engine> {
-    let active = policy::active_sources(store, state_dir)?
-        .context("the store has no active policy")?;
+    let active =
+        policy::active_sources(store, state_dir)?.context("the store has no active policy")?;
     let source = Source {
         config: load_version_config(&active)?,
         dir: version_swarm_dir(&active, swarm)?,

@@ -243,7 +243,13 @@ fn hunks(edits: &[Edit]) -> Vec<(usize, usize)> {
     out
 }
 
-fn write_hunk(all: &[Edit], (start, end): (usize, usize), a: &[&str], b: &[&str], out: &mut String) {
+fn write_hunk(
+    all: &[Edit],
+    (start, end): (usize, usize),
+    a: &[&str],
+    b: &[&str],
+    out: &mut String,
+) {
     // Lines of each side before the hunk: where an empty side's range
     // points (the line after which the change goes).
     let old_before = all[..start]
