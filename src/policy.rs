@@ -467,24 +467,44 @@ pub fn served_from(
 /// the version they activate. `None` when none is there.
 pub fn newest_written(state_dir: &Path) -> Option<ActiveSources> {
     let dir = state_dir.join(POLICIES_DIR);
-    let (version, path) = std::fs::read_dir(&dir)
+    // The stamp is written last, before the directory is renamed into
+    // place: a directory without it is not a version.
+    let (version, path, hash) = std::fs::read_dir(&dir)
         .ok()?
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             let number = name.strip_prefix('v')?.parse::<u64>().ok()?;
-            Some((number, entry.path()))
+            let hash = std::fs::read_to_string(entry.path().join(STAMP)).ok()?;
+            Some((number, entry.path(), hash))
         })
-        .max_by_key(|(number, _)| *number)?;
-    // The stamp is written last, before the directory is renamed into
-    // place: a directory without it is not a version.
-    let hash = std::fs::read_to_string(path.join(STAMP)).ok()?;
+        .max_by_key(|(number, _, _)| *number)?;
     Some(ActiveSources {
         version,
         hash,
         config: path.join(CONFIG_FILE),
         agents: path.join(AGENTS_DIR),
     })
+}
+
+/// Removes versions older than `oldest_kept` written out under
+/// `<state_dir>/policies/`: they are copies, rewritten from the store
+/// whenever one is served again, and a state directory should not grow
+/// with every apply. Returns how many went.
+pub fn prune_written(state_dir: &Path, oldest_kept: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(state_dir.join(POLICIES_DIR)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix('v')
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < oldest_kept)
+        })
+        .filter(|entry| std::fs::remove_dir_all(entry.path()).is_ok())
+        .count()
 }
 
 #[cfg(test)]
@@ -634,5 +654,31 @@ mod tests {
             "{}",
             collected.warnings
         );
+    }
+
+    #[test]
+    fn the_newest_written_version_is_found_and_older_copies_pruned() {
+        let state = tempfile::tempdir().unwrap();
+        assert_eq!(newest_written(state.path()), None);
+        let store = Store::open(state.path(), &crate::store::StoreSettings::default()).unwrap();
+        let policies = Policies::new(&store).unwrap();
+        for n in 1..=3 {
+            let mut files = BTreeMap::new();
+            files.insert(CONFIG_FILE.to_owned(), format!("# v{n}\n{CONFIG}"));
+            let version = policies.apply(files, "ana", "").unwrap();
+            served_from(&version, state.path()).unwrap();
+        }
+        // An unfinished copy (no stamp) is not a version.
+        std::fs::create_dir_all(state.path().join("policies/v9/agents")).unwrap();
+        let newest = newest_written(state.path()).unwrap();
+        assert_eq!(newest.version, 3);
+        assert_eq!(
+            std::fs::read_to_string(&newest.config).unwrap(),
+            format!("# v3\n{CONFIG}")
+        );
+        assert_eq!(newest.hash, policies.get(3).unwrap().hash);
+        assert_eq!(prune_written(state.path(), 2), 1);
+        assert!(!state.path().join("policies/v1").exists());
+        assert!(state.path().join("policies/v2").exists());
     }
 }

@@ -251,15 +251,20 @@ fn apply(
 }
 
 /// Writes the version just activated to the state directory, where a
-/// process that cannot open the store (another holds it) finds it.
+/// process that cannot open the store (another holds it) finds it, and
+/// drops older copies but the one before it (a process may be switching
+/// away from it right now).
 fn write_out(version: &PolicyVersion, store: &Store, out: &mut Output) {
-    if let Err(error) = policy::served_from(version, &state_dir(store)) {
+    let state = state_dir(store);
+    if let Err(error) = policy::served_from(version, &state) {
         let _ = writeln!(
             out.stderr,
             "warning: v{} is active but could not be written out for processes without the store: {error}",
             version.number
         );
+        return;
     }
+    policy::prune_written(&state, version.number.saturating_sub(1));
 }
 
 /// "2 file(s) changed against v1 (+3 -1)".
