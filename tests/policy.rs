@@ -10,7 +10,9 @@
 //!   through its admin socket, and the chat's next request upstream (a
 //!   loopback mock) carries the rolled-back system prompt, in the same
 //!   session; a process that cannot open the store serves the newest
-//!   version too.
+//!   version too;
+//! - a question in flight during the switch is answered by the version it
+//!   was asked under, whose engine stops only after it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -85,6 +87,24 @@ impl Scratch {
         let stdout = self.ok(args).await;
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
     }
+}
+
+/// The log's colours removed (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -330,8 +350,13 @@ struct Chat {
 
 impl Chat {
     fn start(scratch: &Scratch, swarm: &str) -> Chat {
+        Chat::start_logging(scratch, swarm, "warn")
+    }
+
+    fn start_logging(scratch: &Scratch, swarm: &str, log: &str) -> Chat {
         let mut child = scratch
             .command(&["chat", swarm, "--json", "--session", "s1"])
+            .env("BATON_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -343,7 +368,7 @@ impl Chat {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { return };
-                    if sender.send(line).is_err() {
+                    if sender.send(strip_ansi(&line)).is_err() {
                         return;
                     }
                 }
@@ -363,10 +388,19 @@ impl Chat {
 
     /// Asks one question and waits for its answer (as JSON).
     async fn ask(&mut self, question: &str) -> Value {
+        self.send(question);
+        self.answer()
+    }
+
+    fn send(&mut self, question: &str) {
         self.stdin
             .write_all(format!("{question}\n").as_bytes())
             .unwrap();
         self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the next answer (as JSON).
+    fn answer(&mut self) -> Value {
         let line =
             tokio::task::block_in_place(|| self.answers.recv_timeout(Duration::from_secs(30)));
         match line {
@@ -481,5 +515,68 @@ async fn a_rollback_from_another_process_is_visible_to_a_running_chat() {
     let history = scratch.json(&["policy", "history", "--json"]).await;
     assert_eq!(history[2]["message"], "beta was wrong");
     assert_eq!(history[2]["author"], "tester");
+    chat.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_switch_finishes_on_the_old_version() {
+    let upstream = mock().await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &config(Some(&upstream))
+            .replace(
+                "first_token_timeout = \"2s\"",
+                "first_token_timeout = \"15s\"",
+            )
+            .replace("attempt_timeout = \"5s\"", "attempt_timeout = \"20s\"")
+            .replace("total_timeout = \"10s\"", "total_timeout = \"25s\""),
+    );
+    write_swarm(&scratch);
+    scratch.ok(&["policy", "apply", "-m", "alpha"]).await;
+    scratch.write(
+        "agents/desk/CLAUDE.md",
+        &MEMORY.replace("House marker: ALPHA.", "House marker: BETA."),
+    );
+    scratch.ok(&["policy", "apply", "-m", "beta"]).await;
+
+    // Every answer takes 4 s to start: the switch happens while the first
+    // question waits upstream.
+    upstream.set_script(
+        Script::from_toml("[server]\nlatency = \"4s\"\n", Path::new("t.toml")).unwrap(),
+    );
+    let mut chat = Chat::start_logging(&scratch, "desk", "baton=info");
+    chat.wait_for("policy v2 serves");
+    chat.send("Where is my parcel, order 1234?");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upstream.stats().requests == 0 {
+        assert!(std::time::Instant::now() < deadline, "no request upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    scratch.ok(&["policy", "rollback", "1"]).await;
+    chat.wait_for("policy v3 serves desk now (was v2)");
+    assert!(
+        chat.answers.try_recv().is_err(),
+        "the first question was meant to be still waiting upstream at the switch"
+    );
+
+    // The old engine was not stopped under it: the answer arrives, made
+    // with the prompt it was asked with; the old engine stops after it.
+    let first = tokio::task::block_in_place(|| chat.answer());
+    assert_eq!(first["outcome"]["served_by"]["id"], "upstream", "{first}");
+    assert!(upstream.stats().last_system.contains("BETA"));
+    chat.wait_for("the engine of an earlier policy version stopped");
+    assert!(
+        chat.seen.last().unwrap().contains("drained=true"),
+        "{}",
+        chat.seen.last().unwrap()
+    );
+
+    upstream.set_script(Script::from_toml("", Path::new("t.toml")).unwrap());
+    let second = chat.ask("And order 5678?").await;
+    assert_eq!(second["outcome"]["served_by"]["id"], "upstream", "{second}");
+    let system = upstream.stats().last_system;
+    assert!(system.contains("House marker: ALPHA."), "{system}");
+    assert_eq!(upstream.stats().requests, 2);
     chat.finish();
 }

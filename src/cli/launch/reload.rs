@@ -250,9 +250,10 @@ impl Engine {
         }
     }
 
-    /// Waits until no request is inside, or `limit` has passed.
-    async fn drained(&self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
+    /// Waits until no request is inside, or `limit` has passed; whether
+    /// it drained.
+    async fn drained(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
             loop {
                 // Registered before the count is read, so a request that
                 // leaves in between still wakes this.
@@ -263,7 +264,8 @@ impl Engine {
                 notified.await;
             }
         })
-        .await;
+        .await
+        .is_ok()
     }
 }
 
@@ -310,8 +312,13 @@ impl Engines {
         );
         let version = old.version;
         let retire = tokio::spawn(async move {
-            old.drained(old.longest_deadline + CALL_SLACK).await;
+            let drained = old.drained(old.longest_deadline + CALL_SLACK).await;
             old.stop().await;
+            tracing::info!(
+                version = ?old.version,
+                drained,
+                "the engine of an earlier policy version stopped"
+            );
         });
         let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         retiring.retain(|task| !task.is_finished());
