@@ -54,8 +54,9 @@ pub struct Source {
     pub version: Option<u64>,
 }
 
-/// The `[store]` settings to open the store with, and the config file as
-/// it loaded (its error is only fatal when no policy is active).
+/// The `[store]` settings to open the store with: the config file's, or
+/// the defaults when it does not load (that error is only fatal later,
+/// when no policy is active to serve instead).
 pub fn store_settings(config: &anyhow::Result<Config>) -> StoreSettings {
     config.as_ref().map(|c| c.store.clone()).unwrap_or_default()
 }
