@@ -31,6 +31,7 @@
 //! | `idempotency` | SHA-256 of scope and Idempotency-Key          | the first request's result               |
 //! | `knowledge`   | swarm name, UTF-8                             | the swarm's index                        |
 //! | `meta`        | UTF-8 name                                    | store-wide settings: `format`; `active`, the active policy version (u64) |
+//! | `meta`        | `alert/<rule>/<subject>`, UTF-8               | an open alert episode ([`alerts::EpisodeRecord`]) |
 //!
 //! # Durability
 //!
@@ -41,6 +42,7 @@
 //! once and sled flushes every `flush_every`: up to that much acknowledged
 //! work can be lost in a crash.
 
+pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod commit;

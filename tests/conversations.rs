@@ -855,3 +855,95 @@ async fn trace_shows_every_attempt_of_a_failed_over_request() {
     assert!(shown.contains("answer from last, fallback"), "{shown}");
     assert!(shown.contains("classified refunds"), "{shown}");
 }
+
+/// A webhook receiver on loopback: the JSON bodies it was sent.
+async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_resolves_it() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("").await;
+    let (url, received) = webhook().await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 2\nbase_ejection = \"300ms\"\n",
+    ) + &format!(
+        "[alerts]\nwebhook = \"{url}\"\n[[alerts.rules]]\nname = \"down\"\nkind = \"provider_down\"\n"
+    );
+    scratch.write("baton.toml", &config);
+    let script = (0..6)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"turns\": [\"Why was I charged twice?\"]}}\n"))
+        .collect::<String>();
+    scratch.write("outage.jsonl", &script);
+    let run = scratch
+        .baton(
+            &[
+                "run",
+                &support_bot(),
+                "--script",
+                "outage.jsonl",
+                "--concurrency",
+                "1",
+            ],
+            None,
+        )
+        .await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    {
+        let sent = received.lock().unwrap();
+        assert_eq!(sent.len(), 1, "{sent:#?}");
+        assert_eq!(sent[0]["status"], "firing");
+        assert_eq!(sent[0]["alert"], "down");
+        assert_eq!(sent[0]["subject"], "primary");
+    }
+    // A second run with the provider still down: the episode is open in
+    // the store, so nothing fires again.
+    let again = scratch
+        .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+        .await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(received.lock().unwrap().len(), 1);
+    // The provider recovers while no process runs. The next process
+    // restores its breaker (the ejection is over: a trial at once), the
+    // trial succeeds, the provider is up, and the episode resolves.
+    primary.set_script(Script::default());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut resolved = false;
+    for _ in 0..5 {
+        let asked = scratch
+            .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+            .await;
+        assert!(asked.status.success(), "{}", text(&asked.stderr));
+        if received.lock().unwrap().len() == 2 {
+            resolved = true;
+            break;
+        }
+    }
+    assert!(resolved, "{:#?}", received.lock().unwrap());
+    let sent = received.lock().unwrap();
+    assert_eq!(sent[1]["status"], "resolved");
+    assert_eq!(sent[1]["subject"], "primary");
+}

@@ -18,9 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use baton::actor::baton::HealthListener;
+use baton::actor::health::HealthChange;
 use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
+use baton::alerts::AlertHandle;
 use baton::review::{NewReview, ReviewId, ReviewQueue};
+use baton::routing::router::Router;
 use baton::store::journal::{Journal, OnInterrupt};
 use baton::store::telemetry::{Telemetry, spawn_compactor};
 use baton::store::{Store, StoreError};
@@ -55,6 +59,18 @@ pub struct Running {
     resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Folds old raw telemetry into per-minute aggregates while it runs.
     compactor: Option<JoinHandle<()>>,
+    /// The `[alerts]` rules watched while it runs.
+    alerts: Option<(AlertHandle, JoinHandle<()>)>,
+}
+
+/// Tells the alerts each provider's state as this process starts (breakers
+/// restored from the store included), so that an episode a previous
+/// process left open is resolved if the provider recovered meanwhile.
+fn report_start_health(alerts: &AlertHandle, router: &Router) {
+    let now = std::time::SystemTime::now();
+    for handle in router.pool().handles() {
+        alerts.on_health(&handle.id().0, !handle.health().is_up(), now);
+    }
 }
 
 /// Opens the store of the state directory for a process that will hold it.
@@ -84,9 +100,28 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
     let file_config = cli.config();
     let store = hold_store(cli, &reload::store_settings(&file_config))?;
     let source = reload::source(&cli.state, file_config, store.as_ref(), swarm)?;
-    let engine = reload::start(&source, store.as_ref()).await?;
+    // The `[alerts]` rules of the version the process started with stay
+    // in force until it restarts; every engine reports to them.
+    let alerts = match &store {
+        Some(store) => Some(
+            baton::alerts::spawn(store.clone(), Arc::new(source.config.clone()))
+                .context("cannot start the alerts")?,
+        ),
+        None => None,
+    };
+    let hooks = reload::Hooks {
+        health_listener: alerts.as_ref().map(|(alerts, _)| {
+            let alerts = alerts.clone();
+            Arc::new(move |change: &HealthChange| alerts.on_change(change)) as HealthListener
+        }),
+        started: alerts.as_ref().map(|(alerts, _)| {
+            let alerts = alerts.clone();
+            Arc::new(move |router: &Router| report_start_health(&alerts, router)) as reload::Started
+        }),
+    };
+    let engine = reload::start(&source, store.as_ref(), &hooks).await?;
     let name = engine.swarm.name.clone();
-    let engines = reload::Engines::new(engine);
+    let engines = reload::Engines::new(engine, hooks);
     if let Some(store) = &store {
         engines.follow(store, &cli.state, &name);
     }
@@ -108,6 +143,7 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         _admin: admin,
         resuming: std::sync::Mutex::new(Vec::new()),
         compactor,
+        alerts,
     };
     running.recover()?;
     Ok(running)
@@ -269,6 +305,12 @@ impl Running {
             compactor.abort();
         }
         self.engines.stop().await;
+        if let Some((alerts, task)) = self.alerts {
+            // Notifications of this run go out before the process ends.
+            alerts.flush().await;
+            alerts.shutdown();
+            let _ = task.await;
+        }
         if let Some(store) = &self.store
             && let Err(error) = store.flush()
         {

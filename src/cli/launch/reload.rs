@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use baton::actor::baton::{Baton, BatonArgs, BatonMsg, start_swarm};
+use baton::actor::baton::{Baton, BatonArgs, BatonMsg, HealthListener, start_swarm};
 use baton::actor::supervisor::SupervisorMsg;
 use baton::config::{Config, ConfigError};
 use baton::knowledge::KnowledgeIndex;
@@ -131,6 +131,17 @@ fn version_swarm_dir(active: &ActiveSources, swarm: &str) -> anyhow::Result<Path
     Ok(dir)
 }
 
+/// Told about each engine's router once its root has started.
+pub type Started = Arc<dyn Fn(&Router) + Send + Sync>;
+
+/// What every engine of a process is wired to (the process's alerts).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Hears every health change of the engine's providers.
+    pub health_listener: Option<HealthListener>,
+    pub started: Option<Started>,
+}
+
 /// Everything built from one version of the config and swarm.
 pub struct Engine {
     pub version: Option<u64>,
@@ -150,7 +161,11 @@ pub struct Engine {
 }
 
 /// Loads the swarm of `source` and starts an engine for it.
-pub async fn start(source: &Source, store: Option<&Store>) -> anyhow::Result<Engine> {
+pub async fn start(
+    source: &Source,
+    store: Option<&Store>,
+    hooks: &Hooks,
+) -> anyhow::Result<Engine> {
     let Source {
         config,
         dir,
@@ -186,13 +201,16 @@ pub async fn start(source: &Source, store: Option<&Store>) -> anyhow::Result<Eng
         router.cache().attach(Arc::new(durable));
     }
     let (root, handle) = Baton::start_with(BatonArgs {
-        router,
+        router: router.clone(),
         health: config.health.clone(),
         store: store.cloned(),
-        health_listener: None,
+        health_listener: hooks.health_listener.clone(),
     })
     .await
     .context("cannot start the root actor")?;
+    if let Some(started) = &hooks.started {
+        started(&router);
+    }
     let loaded = Arc::new(loaded);
     let supervisor = match start_swarm(&root, loaded.clone(), knowledge.clone()).await {
         Ok(supervisor) => supervisor,
@@ -284,14 +302,16 @@ impl Drop for Busy {
 /// The engine serving new requests, and those being retired.
 pub struct Engines {
     current: RwLock<Arc<Engine>>,
+    hooks: Hooks,
     retiring: Mutex<Vec<JoinHandle<()>>>,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Engines {
-    pub fn new(engine: Engine) -> Arc<Engines> {
+    pub fn new(engine: Engine, hooks: Hooks) -> Arc<Engines> {
         Arc::new(Engines {
             current: RwLock::new(Arc::new(engine)),
+            hooks,
             retiring: Mutex::new(Vec::new()),
             follower: Mutex::new(None),
         })
@@ -351,7 +371,7 @@ impl Engines {
                 if number == 0 || serving == Some(number) {
                     continue;
                 }
-                match build(&store, &state_dir, &swarm).await {
+                match build(&store, &state_dir, &swarm, &engines.hooks).await {
                     Ok(engine) => {
                         let version = engine.version;
                         let name = engine.swarm.name.clone();
@@ -395,7 +415,12 @@ impl Engines {
 }
 
 /// An engine for the active version of `store`.
-async fn build(store: &Store, state_dir: &Path, swarm: &str) -> anyhow::Result<Engine> {
+async fn build(
+    store: &Store,
+    state_dir: &Path,
+    swarm: &str,
+    hooks: &Hooks,
+) -> anyhow::Result<Engine> {
     let active =
         policy::active_sources(store, state_dir)?.context("the store has no active policy")?;
     let source = Source {
@@ -403,5 +428,5 @@ async fn build(store: &Store, state_dir: &Path, swarm: &str) -> anyhow::Result<E
         dir: version_swarm_dir(&active, swarm)?,
         version: Some(active.version),
     };
-    start(&source, Some(store)).await
+    start(&source, Some(store), hooks).await
 }
