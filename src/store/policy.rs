@@ -601,10 +601,20 @@ mod tests {
             .collect();
         assert_eq!(numbers, [1, 2, 3]);
 
-        // The history survives closing and reopening the store.
+        // The history survives closing and reopening the store. sled lets
+        // go of its lock when its background flusher notices the database
+        // is dropped, a moment later: poll for it.
         drop(policies);
         drop(store);
-        let store = open(dir.path());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir.path(), &StoreSettings::default()) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.expect("reopen the store"),
+            }
+        };
         let policies = Policies::new(&store).unwrap();
         assert_eq!(policies.get(2).unwrap(), second);
         assert_eq!(policies.active().unwrap().unwrap().number, 3);
