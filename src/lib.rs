@@ -17,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod diagnostic;
 pub mod knowledge;
+pub mod policy;
 pub mod provider;
 pub mod review;
 pub mod routing;
