@@ -100,8 +100,8 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
     let file_config = cli.config();
     let store = hold_store(cli, &reload::store_settings(&file_config))?;
     let source = reload::source(&cli.state, file_config, store.as_ref(), swarm)?;
-    // The `[alerts]` rules of the version the process started with stay
-    // in force until it restarts; every engine reports to them.
+    // One alert task for the process: every engine reports to it, and a
+    // new policy version brings its `[alerts]` rules with it.
     let alerts = match &store {
         Some(store) => Some(
             baton::alerts::spawn(store.clone(), Arc::new(source.config.clone()))
@@ -116,7 +116,10 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         }),
         started: alerts.as_ref().map(|(alerts, _)| {
             let alerts = alerts.clone();
-            Arc::new(move |router: &Router| report_start_health(&alerts, router)) as reload::Started
+            Arc::new(move |router: &Router, config: &baton::config::Config| {
+                alerts.reload(Arc::new(config.clone()));
+                report_start_health(&alerts, router);
+            }) as reload::Started
         }),
     };
     let engine = reload::start(&source, store.as_ref(), &hooks).await?;

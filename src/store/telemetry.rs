@@ -305,7 +305,7 @@ impl Telemetry {
         let range = range_keys(from_ns, until_ns);
         let first = self
             .events
-            .range(range.clone())
+            .range(range)
             .next()
             .transpose()
             .map_err(|e| self.store.error(e))?;

@@ -131,8 +131,8 @@ fn version_swarm_dir(active: &ActiveSources, swarm: &str) -> anyhow::Result<Path
     Ok(dir)
 }
 
-/// Told about each engine's router once its root has started.
-pub type Started = Arc<dyn Fn(&Router) + Send + Sync>;
+/// Told about each engine's router and config once its root has started.
+pub type Started = Arc<dyn Fn(&Router, &Config) + Send + Sync>;
 
 /// What every engine of a process is wired to (the process's alerts).
 #[derive(Clone, Default)]
@@ -209,7 +209,7 @@ pub async fn start(
     .await
     .context("cannot start the root actor")?;
     if let Some(started) = &hooks.started {
-        started(&router);
+        started(&router, config);
     }
     let loaded = Arc::new(loaded);
     let supervisor = match start_swarm(&root, loaded.clone(), knowledge.clone()).await {
