@@ -12,6 +12,7 @@ mod init;
 mod launch;
 mod mock_provider;
 mod policy;
+mod report;
 mod review;
 mod run;
 mod show;
@@ -75,6 +76,8 @@ enum Command {
     Trace(trace::Args),
     /// Providers' breakers and health, open requests, pending reviews.
     Status(status::Args),
+    /// Per provider and per route: success, latency percentiles, uptime, MTTR, SLA, fallbacks.
+    Report(report::Args),
     /// The store itself: check it, compact telemetry.
     #[command(subcommand)]
     Store(store::Command),
@@ -102,6 +105,9 @@ pub fn main() -> ExitCode {
         Command::Trace(args) => admin::with_store(&cli, |store, out| trace::exec(args, store, out)),
         Command::Status(args) => {
             admin::with_store(&cli, |store, out| status::exec(args, store, out))
+        }
+        Command::Report(args) => {
+            admin::with_store(&cli, |store, out| report::exec(&cli, args, store, out))
         }
         Command::Store(command) => store::run(&cli, command),
         Command::Policy(command) => policy::run(&cli, command),
@@ -160,6 +166,7 @@ fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Resu
         Command::Review(command) => Some(review::exec(command, store, out)),
         Command::Trace(args) => Some(trace::exec(args, store, out)),
         Command::Status(args) => Some(status::exec(args, store, out)),
+        Command::Report(args) => Some(report::exec(cli, args, store, out)),
         Command::Store(command) => store::exec(command, store, out),
         Command::Policy(command) => Some(policy::exec(cli, command, store, out)),
         _ => None,

@@ -178,6 +178,8 @@ struct RawConfig {
     store: crate::store::StoreSettings,
     alerts: Option<Spanned<alerts::RawAlerts>>,
     #[serde(default)]
+    report: crate::telemetry::ReportSettings,
+    #[serde(default)]
     providers: BTreeMap<Spanned<String>, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, RawRoute>,
@@ -447,6 +449,8 @@ pub struct Config {
     pub store: crate::store::StoreSettings,
     /// `[alerts]`: the rules the alert engine evaluates and its webhook.
     pub alerts: AlertSettings,
+    /// `[report]`: the availability objective `baton report` measures against.
+    pub report: crate::telemetry::ReportSettings,
     /// What is worth knowing but not fatal (a provider skipped for want of a key).
     #[serde(skip)]
     pub warnings: Diagnostics,
@@ -600,6 +604,18 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             .field("degraded_error_rate"),
         );
     }
+    if !(raw.report.slo > 0.0 && raw.report.slo < 1.0) {
+        check.diagnostics.push(
+            Diagnostic::error(
+                path,
+                format!(
+                    "[report] slo: expected the share of requests that must be answered, above 0 and below 1 (such as 0.99), found {}",
+                    raw.report.slo
+                ),
+            )
+            .field("slo"),
+        );
+    }
     if raw.budget.ratio < 0.0 {
         check
             .diagnostics
@@ -621,6 +637,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         health: raw.health,
         store: raw.store,
         alerts,
+        report: raw.report,
         warnings: check.diagnostics,
     })
 }

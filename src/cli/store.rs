@@ -1,4 +1,6 @@
 //! `baton store check`: the store's integrity, as a command.
+//! `baton store compact [--keep 7d]`: folds raw telemetry older than the
+//! retention into per-minute aggregates and deletes it.
 //!
 //! It asks sled to verify its checksums over every tree, decodes every
 //! value (so an unknown encoding version or a damaged record shows up,
@@ -23,6 +25,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fold raw telemetry older than --keep into per-minute aggregates.
+    Compact {
+        /// Raw events to keep (`7d`, `12h`); default: `[store] keep`.
+        #[arg(long, value_parser = baton::config::duration::parse_duration)]
+        keep: Option<std::time::Duration>,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
@@ -38,6 +49,7 @@ pub fn exec(
 ) -> Option<anyhow::Result<ExitCode>> {
     match command {
         Command::Check { json } => Some(check(store, *json, out)),
+        Command::Compact { keep, json } => Some(compact(store, *keep, *json, out)),
     }
 }
 
@@ -99,4 +111,40 @@ fn check(store: &Store, json: bool, out: &mut Output) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn compact(
+    store: &Store,
+    keep: Option<std::time::Duration>,
+    json: bool,
+    out: &mut Output,
+) -> anyhow::Result<ExitCode> {
+    use baton::store::telemetry::{MINUTE_NS, Telemetry};
+    let keep = keep.unwrap_or(store.settings().keep.0);
+    let now = baton::store::health::now_ns();
+    let cutoff = now.saturating_sub(keep.as_nanos().min(u128::from(u64::MAX)) as u64);
+    let telemetry = Telemetry::new(store)?;
+    let stats = telemetry.compact(cutoff)?;
+    // Compaction folds whole minutes only: the boundary actually used.
+    let before = baton::review::Timestamp(
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(cutoff - cutoff % MINUTE_NS),
+    );
+    let remaining = telemetry.len();
+    if json {
+        let report = serde_json::json!({
+            "before": before,
+            "events_folded": stats.events,
+            "minutes": stats.minutes,
+            "raw_events_left": remaining,
+        });
+        out.stdout
+            .push_str(&format!("{}\n", serde_json::to_string_pretty(&report)?));
+    } else {
+        let _ = writeln!(
+            out.stdout,
+            "folded {} raw telemetry events of {} minutes before {before} into per-minute aggregates; {remaining} raw events left",
+            stats.events, stats.minutes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

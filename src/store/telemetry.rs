@@ -38,7 +38,6 @@
 //! at all. An event arriving late for a minute already folded is folded
 //! into that minute's aggregates by the next compaction.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,7 +49,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::codec::{self, show_key};
 use super::journal::{JournalRecord, RequestState};
 use super::{Store, StoreError};
-use crate::telemetry::aggregate::{Aggregate, AggregateKey};
+use crate::telemetry::aggregate::{Aggregate, AggregateKey, Tallies};
 use crate::trace::TraceId;
 
 pub const TREE: &str = "telemetry";
@@ -380,13 +379,25 @@ impl Telemetry {
         while minute_start < cutoff {
             let minute_end = minute_start + MINUTE_NS;
             let mut keys = Vec::new();
-            let mut folded: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+            let mut tallies = Tallies::default();
             for entry in self.events.range(range_keys(minute_start, minute_end)) {
                 let (key, bytes) = entry.map_err(|e| self.store.error(e))?;
-                let event = decode_event(&key, &bytes)?;
-                Aggregate::fold_event(&mut folded, minute_start / MINUTE_NS, &event);
+                tallies.fold(&decode_event(&key, &bytes)?);
                 keys.push(key);
             }
+            let minute = minute_start / MINUTE_NS;
+            let folded: Vec<(AggregateKey, &Aggregate)> = tallies
+                .entries()
+                .into_iter()
+                .map(|(subject, name, aggregate)| {
+                    let key = AggregateKey {
+                        minute,
+                        subject,
+                        name: name.to_owned(),
+                    };
+                    (key, aggregate)
+                })
+                .collect();
             if !keys.is_empty() {
                 self.commit_minute(&keys, &folded)?;
                 stats.events += keys.len() as u64;
@@ -411,11 +422,11 @@ impl Telemetry {
     fn commit_minute(
         &self,
         keys: &[sled::IVec],
-        folded: &BTreeMap<AggregateKey, Aggregate>,
+        folded: &[(AggregateKey, &Aggregate)],
     ) -> Result<(), StoreError> {
         let encoded: Vec<(Vec<u8>, &Aggregate)> = folded
             .iter()
-            .map(|(key, value)| (key.to_bytes(), value))
+            .map(|(key, value)| (key.to_bytes(), *value))
             .collect();
         (&self.events, &self.aggregates)
             .transaction(|(events, aggregates)| {
@@ -814,6 +825,8 @@ fn read_switch(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::store::StoreSettings;
     use crate::store::journal::AttemptEntry;
@@ -998,5 +1011,185 @@ mod tests {
             error.contains("tree `telemetry`") && error.contains("truncated"),
             "{error}"
         );
+    }
+
+    /// A deterministic spread of requests: outcomes, latencies, costs
+    /// that do not add up exactly in binary, switches and verdicts.
+    fn scenario(telemetry: &Telemetry, base_ns: u64, count: u64) {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for i in 0..count {
+            let finished_ms = base_ns / 1_000_000 + i * 2_100;
+            let mut record = failed_over(finished_ms - 900);
+            record.route = Some(["default", "fast", "support"][next(3) as usize].into());
+            let outcomes = ["ok", "5xx", "timeout", "429", "contract"];
+            let first = outcomes[next(5) as usize];
+            let latency = 1.0 + next(5_000) as f64 / 7.0;
+            record.attempts = vec![AttemptEntry {
+                cost: next(1_000) as f64 * 0.000_1,
+                ..attempt(["a", "b", "c"][next(3) as usize], 0.0, latency, first)
+            }];
+            if first != "ok" {
+                record.attempts.push(attempt("c", latency, 0.3, "ok"));
+            }
+            record.fallback = first != "ok";
+            record.degraded = next(10) == 0;
+            record.refusal = next(20) == 0;
+            if next(15) == 0 {
+                record.state = RequestState::Failed;
+                record.error = Some("every provider failed".into());
+            }
+            telemetry.record_finished(&record).unwrap();
+            if i % 40 == 0 {
+                let switch = SwitchEvent {
+                    swarm: "support".into(),
+                    worker: "billing".into(),
+                    from: "a".into(),
+                    to: "b".into(),
+                    reason: "failover".into(),
+                    unnecessary: i % 80 == 0,
+                    at_ns: finished_ms * 1_000_000 + 1,
+                };
+                telemetry.record_switch(&switch).unwrap();
+                telemetry
+                    .mark_unnecessary(&switch, switch.at_ns + 5_000_000_000)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn per_minute_from_raw(
+        telemetry: &Telemetry,
+        from_ns: u64,
+        until_ns: u64,
+    ) -> BTreeMap<AggregateKey, Aggregate> {
+        let mut minutes = BTreeMap::new();
+        let mut start = from_ns;
+        while start < until_ns {
+            let mut tallies = Tallies::default();
+            telemetry
+                .scan(start, start + MINUTE_NS, |e| tallies.fold(&e))
+                .unwrap();
+            for (subject, name, aggregate) in tallies.entries() {
+                let key = AggregateKey {
+                    minute: start / MINUTE_NS,
+                    subject,
+                    name: name.to_owned(),
+                };
+                minutes.insert(key, aggregate.clone());
+            }
+            start += MINUTE_NS;
+        }
+        minutes
+    }
+
+    #[test]
+    fn compaction_keeps_aggregates_equal_to_the_raw_events_they_replace() {
+        use crate::telemetry::report::{ReportOptions, Sources, compute, tally};
+        let (_dir, store) = store();
+        let telemetry = Telemetry::new(&store).unwrap();
+        let base = 28_333_334 * MINUTE_NS;
+        let end = base + 10 * MINUTE_NS;
+        scenario(&telemetry, base, 280);
+        // Compaction folds whole minutes: a cutoff at 6.5 minutes folds 6.
+        let cutoff = base + 6 * MINUTE_NS + MINUTE_NS / 2;
+        let folded_until = base + 6 * MINUTE_NS;
+
+        // The first requests' attempts end in the minute before `base`.
+        let first = base - MINUTE_NS;
+        let expected = per_minute_from_raw(&telemetry, first, folded_until);
+        let raw_before = telemetry.scan(0, folded_until, |_| {}).unwrap();
+        let left_expected = telemetry.scan(folded_until, u64::MAX, |_| {}).unwrap();
+        let (whole_before, sources_before) = tally(&store, base, end, 2).unwrap();
+        assert_eq!(sources_before.aggregates, 0);
+        assert!(expected.len() > 6 * 3, "{} aggregates", expected.len());
+
+        let stats = telemetry.compact(cutoff).unwrap();
+        assert_eq!(stats.events, raw_before);
+        assert_eq!(stats.minutes, 7);
+        assert_eq!(telemetry.len() as u64, left_expected);
+        assert_eq!(telemetry.scan(0, folded_until, |_| {}).unwrap(), 0);
+
+        let stored: BTreeMap<_, _> = telemetry
+            .aggregates(first, folded_until)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            stored.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>()
+        );
+        for (key, aggregate) in &expected {
+            assert_eq!(&stored[key], aggregate, "{key:?}");
+        }
+
+        // A period spanning compacted and raw minutes adds up the same.
+        let (whole_after, sources_after) = tally(&store, base, end, 2).unwrap();
+        let in_period = expected
+            .keys()
+            .filter(|k| k.minute >= base / MINUTE_NS)
+            .count();
+        assert_eq!(sources_after.aggregates, in_period as u64);
+        assert_eq!(whole_after, whole_before);
+        let options = ReportOptions::new(base, end);
+        assert_eq!(
+            compute(&whole_after, &[], &options, Sources::default()),
+            compute(&whole_before, &[], &options, Sources::default())
+        );
+
+        // Nothing left to fold: a second run is a no-op.
+        assert_eq!(telemetry.compact(cutoff).unwrap(), CompactStats::default());
+
+        // A late event for a folded minute joins that minute's aggregate.
+        let mut late = failed_over(base / 1_000_000 + 2 * 60_000 + 5_000);
+        late.route = Some("late".into());
+        telemetry.record_finished(&late).unwrap();
+        assert_eq!(telemetry.compact(cutoff).unwrap().events, 3);
+        let late_key = AggregateKey {
+            minute: base / MINUTE_NS + 2,
+            subject: crate::telemetry::aggregate::Subject::Route,
+            name: "late".into(),
+        };
+        let stored: BTreeMap<_, _> = telemetry
+            .aggregates(base, end)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(stored[&late_key].count, 1);
+        let openai = AggregateKey {
+            minute: base / MINUTE_NS + 2,
+            subject: crate::telemetry::aggregate::Subject::Provider,
+            name: "openai".into(),
+        };
+        assert_eq!(stored[&openai].outcomes["5xx"], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_compactor_folds_old_events_on_its_own() {
+        let (_dir, store) = store();
+        let telemetry = Telemetry::new(&store).unwrap();
+        scenario(&telemetry, 28_333_334 * MINUTE_NS, 20);
+        assert!(!telemetry.is_empty());
+        let compactor = spawn_compactor(
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !telemetry.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {} raw events",
+                telemetry.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        compactor.abort();
+        assert!(!telemetry.aggregates(0, u64::MAX).unwrap().is_empty());
     }
 }

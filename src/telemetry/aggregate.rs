@@ -12,7 +12,7 @@
 //! big-endian), a subject byte (`p` provider, `r` route), the name (UTF-8);
 //! value = version 1 (JSON) of [`Aggregate`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -173,10 +173,13 @@ impl<'de> Deserialize<'de> for Latency {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let buckets = Vec::<[u64; 2]>::deserialize(deserializer)?;
         let mut latency = Latency::new();
+        // A bucket is named by its highest value: the top one's lies a
+        // little above the bound itself.
+        let top = latency.0.highest_equivalent(LATENCY_MAX_US);
         for [value, count] in buckets {
-            if value > LATENCY_MAX_US {
+            if value > top {
                 return Err(serde::de::Error::custom(format!(
-                    "latency bucket {value} µs is above the histogram's {LATENCY_MAX_US} µs"
+                    "latency bucket {value} µs is above the histogram's {top} µs"
                 )));
             }
             latency.0.saturating_record_n(value, count);
@@ -205,6 +208,8 @@ pub struct Aggregate {
     pub fallbacks: u64,
     /// Answers from a final fallback (cache, local, extractive).
     pub degraded: u64,
+    /// Those answers by who served them (`cache`, `extractive`, ...).
+    pub degraded_by: BTreeMap<String, u64>,
     pub refusals: u64,
     pub needs_review: u64,
     /// Attempts whose answer broke the agent's output contract.
@@ -233,6 +238,9 @@ impl Aggregate {
         self.cost_nanos += other.cost_nanos;
         self.fallbacks += other.fallbacks;
         self.degraded += other.degraded;
+        for (source, n) in &other.degraded_by {
+            *self.degraded_by.entry(source.clone()).or_default() += n;
+        }
         self.refusals += other.refusals;
         self.needs_review += other.needs_review;
         self.contract_violations += other.contract_violations;
@@ -243,14 +251,7 @@ impl Aggregate {
     }
 
     fn outcome(&mut self, kind: &str) {
-        // Look up before inserting: the kinds repeat, so allocating the
-        // key for every event would be the scan's main cost.
-        match self.outcomes.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                self.outcomes.insert(kind.to_owned(), 1);
-            }
-        }
+        count(&mut self.outcomes, kind);
     }
 
     fn latency(&mut self, latency: Duration) {
@@ -289,7 +290,10 @@ impl Aggregate {
         self.output_tokens += request.output_tokens;
         self.cost_nanos += cost_nanos(request.cost);
         self.fallbacks += u64::from(request.fallback);
-        self.degraded += u64::from(request.degraded);
+        if request.degraded {
+            self.degraded += 1;
+            count(&mut self.degraded_by, request.served_by);
+        }
         self.refusals += u64::from(request.refusal);
         self.needs_review += u64::from(request.needs_review);
         if let Some(us) = to_fallback_us(request) {
@@ -303,60 +307,6 @@ impl Aggregate {
     pub fn add_fallback_recovery(&mut self, us: u64) {
         self.to_fallback_us += us;
         self.to_fallback_count += 1;
-    }
-
-    /// Folds one event into `tallies`, under the subjects it concerns:
-    /// an attempt under its provider (and, if it broke the contract, its
-    /// route's violations); a request under its route (and its
-    /// time-to-fallback under the provider that failed first); a switch
-    /// under the provider it left.
-    pub fn fold_event(
-        tallies: &mut BTreeMap<AggregateKey, Aggregate>,
-        minute: u64,
-        event: &Event<'_>,
-    ) {
-        fn at<'t>(
-            tallies: &'t mut BTreeMap<AggregateKey, Aggregate>,
-            minute: u64,
-            subject: Subject,
-            name: &str,
-        ) -> &'t mut Aggregate {
-            tallies
-                .entry(AggregateKey {
-                    minute,
-                    subject,
-                    name: name.to_owned(),
-                })
-                .or_default()
-        }
-        match event {
-            Event::Attempt(attempt) => {
-                at(tallies, minute, Subject::Provider, attempt.provider).add_attempt(attempt);
-                if attempt.outcome == "contract" {
-                    at(tallies, minute, Subject::Route, attempt.route).contract_violations += 1;
-                }
-            }
-            Event::Request(request) => {
-                at(tallies, minute, Subject::Route, request.route).add_request(request);
-                if let Some(us) = to_fallback_us(request) {
-                    at(
-                        tallies,
-                        minute,
-                        Subject::Provider,
-                        request.first_failed_provider,
-                    )
-                    .add_fallback_recovery(us);
-                }
-            }
-            Event::Switch(switch) => {
-                let tally = at(tallies, minute, Subject::Provider, &switch.from);
-                tally.switches += 1;
-                tally.unnecessary_switches += u64::from(switch.unnecessary);
-            }
-            Event::Unnecessary { switch, .. } => {
-                at(tallies, minute, Subject::Provider, &switch.from).unnecessary_switches += 1;
-            }
-        }
     }
 
     /// The cost as a currency amount.
@@ -375,10 +325,250 @@ pub fn to_fallback_us(request: &crate::store::telemetry::RequestEvent<'_>) -> Op
     Some(request.at_ns.saturating_sub(failed) / 1_000)
 }
 
+/// Counts one `kind`. Looked up before inserting: the kinds repeat, so
+/// allocating the key for every event would be the scan's main cost.
+fn count(counts: &mut BTreeMap<String, u64>, kind: &str) {
+    match counts.get_mut(kind) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(kind.to_owned(), 1);
+        }
+    }
+}
+
 fn cost_nanos(cost: f64) -> u64 {
     if cost.is_finite() && cost > 0.0 {
         (cost * COST_SCALE).round() as u64
     } else {
         0
+    }
+}
+
+/// Tallies by subject: what a scan of events folds into.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tallies {
+    pub providers: HashMap<String, Aggregate>,
+    pub routes: HashMap<String, Aggregate>,
+}
+
+impl Tallies {
+    /// The tally of `name`, made on first use. Looked up before inserting
+    /// so that the name is only allocated once per subject, not per event.
+    pub fn at(&mut self, subject: Subject, name: &str) -> &mut Aggregate {
+        let map = match subject {
+            Subject::Provider => &mut self.providers,
+            Subject::Route => &mut self.routes,
+        };
+        if !map.contains_key(name) {
+            map.insert(name.to_owned(), Aggregate::default());
+        }
+        map.get_mut(name).expect("inserted above")
+    }
+
+    /// Folds one event in, under the subjects it concerns: an attempt
+    /// under its provider (and, if it broke the contract, its route's
+    /// violations); a request under its route (and its time-to-fallback
+    /// under the provider that failed first); a switch under the provider
+    /// it left.
+    pub fn fold(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Attempt(attempt) => {
+                self.at(Subject::Provider, attempt.provider)
+                    .add_attempt(attempt);
+                if attempt.outcome == "contract" {
+                    self.at(Subject::Route, attempt.route).contract_violations += 1;
+                }
+            }
+            Event::Request(request) => {
+                self.at(Subject::Route, request.route).add_request(request);
+                if let Some(us) = to_fallback_us(request) {
+                    self.at(Subject::Provider, request.first_failed_provider)
+                        .add_fallback_recovery(us);
+                }
+            }
+            Event::Switch(switch) => {
+                let tally = self.at(Subject::Provider, &switch.from);
+                tally.switches += 1;
+                tally.unnecessary_switches += u64::from(switch.unnecessary);
+            }
+            Event::Unnecessary { switch, .. } => {
+                self.at(Subject::Provider, &switch.from)
+                    .unnecessary_switches += 1;
+            }
+        }
+    }
+
+    pub fn add(&mut self, subject: Subject, name: &str, aggregate: &Aggregate) {
+        self.at(subject, name).merge(aggregate);
+    }
+
+    pub fn merge(&mut self, other: &Tallies) {
+        for (name, aggregate) in &other.providers {
+            self.add(Subject::Provider, name, aggregate);
+        }
+        for (name, aggregate) in &other.routes {
+            self.add(Subject::Route, name, aggregate);
+        }
+    }
+
+    /// Every tally with its subject, in a stable order.
+    pub fn entries(&self) -> Vec<(Subject, &str, &Aggregate)> {
+        let mut entries: Vec<_> = self
+            .providers
+            .iter()
+            .map(|(name, a)| (Subject::Provider, name.as_str(), a))
+            .chain(
+                self.routes
+                    .iter()
+                    .map(|(name, a)| (Subject::Route, name.as_str(), a)),
+            )
+            .collect();
+        entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::telemetry::{AttemptEvent, RequestEvent, SwitchEvent};
+    use crate::trace::TraceId;
+
+    fn attempt(
+        provider: &str,
+        outcome: &'static str,
+        latency_us: u64,
+        cost: f64,
+    ) -> Event<'static> {
+        Event::Attempt(AttemptEvent {
+            at_ns: 0,
+            trace_id: TraceId::new(),
+            provider: Box::leak(provider.to_owned().into_boxed_str()),
+            route: "default",
+            outcome,
+            reason: "primary",
+            worker: "w",
+            swarm: "s",
+            status: None,
+            latency: Duration::from_micros(latency_us),
+            input_tokens: 3,
+            output_tokens: 4,
+            cost,
+            cancelled: false,
+        })
+    }
+
+    fn request(at_ns: u64, first_failure_ns: Option<u64>, fallback: bool) -> Event<'static> {
+        Event::Request(RequestEvent {
+            at_ns,
+            trace_id: TraceId::new(),
+            swarm: "s",
+            route: "default",
+            worker: "w",
+            state: RequestState::Completed,
+            latency: Duration::from_millis(40),
+            served_by: "provider:b",
+            fallback,
+            degraded: false,
+            refusal: false,
+            needs_review: false,
+            resumed: false,
+            input_tokens: 1,
+            output_tokens: 2,
+            cost: 0.1,
+            error_kind: "",
+            first_failure_ns,
+            first_failed_provider: if first_failure_ns.is_some() { "a" } else { "" },
+        })
+    }
+
+    #[test]
+    fn a_latency_histogram_round_trips_through_its_buckets() {
+        let mut latency = Latency::new();
+        for us in [0, 1, 999, 1_000, 123_456, 7_654_321, 10_000_000_000] {
+            latency.record_us(us);
+        }
+        let json = serde_json::to_string(&latency).unwrap();
+        let back: Latency = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, latency);
+        assert_eq!(back.count(), 7);
+        for q in [0.0, 0.5, 0.9, 1.0] {
+            assert_eq!(back.quantile(q), latency.quantile(q), "q {q}");
+        }
+        // Longer than the histogram's hour: recorded as an hour.
+        assert_eq!(
+            back.quantile(1.0),
+            Some(Duration::from_micros(
+                latency.histogram().highest_equivalent(LATENCY_MAX_US)
+            ))
+        );
+    }
+
+    #[test]
+    fn a_bucket_above_the_histogram_is_refused_when_read() {
+        let error = serde_json::from_str::<Latency>("[[99999999999, 1]]").unwrap_err();
+        assert!(error.to_string().contains("above the histogram"), "{error}");
+    }
+
+    #[test]
+    fn merging_tallies_equals_folding_every_event_into_one() {
+        let events = [
+            attempt("a", "ok", 1_500, 0.1),
+            attempt("a", "5xx", 250_000, 0.0),
+            attempt("b", "contract", 80_000, 0.3),
+            attempt("a", "ok", 1_000_000, 0.7),
+            request(5_000_000_000, Some(4_000_000_000), true),
+            request(6_000_000_000, None, false),
+            Event::Switch(SwitchEvent {
+                swarm: "s".into(),
+                worker: "w".into(),
+                from: "a".into(),
+                to: "b".into(),
+                reason: "failover".into(),
+                unnecessary: true,
+                at_ns: 1,
+            }),
+        ];
+        let mut whole = Tallies::default();
+        events.iter().for_each(|e| whole.fold(e));
+        let (mut left, mut right) = (Tallies::default(), Tallies::default());
+        events[..3].iter().for_each(|e| left.fold(e));
+        events[3..].iter().for_each(|e| right.fold(e));
+        // Merge in the other order: the sums must not depend on it.
+        right.merge(&left);
+        assert_eq!(right, whole);
+
+        let a = &whole.providers["a"];
+        assert_eq!(a.count, 3);
+        assert_eq!(
+            a.outcomes,
+            BTreeMap::from([("5xx".into(), 1), ("ok".into(), 2)])
+        );
+        assert_eq!(a.cost_nanos, 800_000_000);
+        assert_eq!(a.max_latency_us, 1_000_000);
+        assert_eq!((a.to_fallback_count, a.to_fallback_us), (1, 1_000_000));
+        assert_eq!((a.switches, a.unnecessary_switches), (1, 1));
+        let route = &whole.routes["default"];
+        assert_eq!(route.count, 2);
+        assert_eq!(route.fallbacks, 1);
+        assert_eq!(route.contract_violations, 1);
+        assert_eq!(whole.providers["b"].contract_violations, 1);
+    }
+
+    #[test]
+    fn an_aggregate_key_round_trips_and_sorts_by_minute_first() {
+        let key = AggregateKey {
+            minute: 28_333_334,
+            subject: Subject::Route,
+            name: "défaut".into(),
+        };
+        assert_eq!(AggregateKey::from_bytes(&key.to_bytes()), Some(key.clone()));
+        let later = AggregateKey {
+            minute: 28_333_335,
+            subject: Subject::Provider,
+            name: "a".into(),
+        };
+        assert!(key.to_bytes() < later.to_bytes());
+        assert_eq!(AggregateKey::from_bytes(b"short"), None);
     }
 }
