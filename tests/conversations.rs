@@ -947,3 +947,94 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
     assert_eq!(sent[1]["status"], "resolved");
     assert_eq!(sent[1]["subject"], "primary");
 }
+
+/// The report of a run against a fault script, worked out by hand:
+/// `primary` answers 503 to everything and its breaker opens after three
+/// failures in a row (ejection 60 s, no probes), `secondary` answers in
+/// 50 ms. Ten one-turn conversations, one at a time:
+/// - requests 1–3 try `primary` (5xx) then `secondary`; `primary` is then
+///   Down, every one of the 4 support-bot workers is rebound to
+///   `secondary`, and requests 4–10 go to `secondary` alone;
+/// - so `primary`: 3 attempts, 0 ok, 3 × 5xx, 1 outage still open at the
+///   end; `secondary`: 10 attempts, 10 ok, p50 ≥ 50 ms; 10 requests, 10
+///   answered, 10 fallbacks (none served by the first choice), 13
+///   attempts, 4 switches, none unnecessary, 0 degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_of_a_run_against_a_fault_script_has_the_hand_worked_figures() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("[server]\nlatency = \"50ms\"\n").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 3\nmin_requests = 1000\nbase_ejection = \"60s\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    let questions = [
+        "Why was I charged twice this month?",
+        "The app crashes when I upload a photo.",
+        "How do I change the email on my account?",
+        "Where can I download my invoice?",
+        "Can I get my money back for the yearly plan?",
+    ];
+    let script: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"c{i}\", \"turns\": [\"{}\"]}}\n",
+                questions[i % questions.len()]
+            )
+        })
+        .collect();
+    scratch.write("faults.jsonl", &script);
+    let run = scratch
+        .baton(
+            &[
+                "run",
+                &support_bot(),
+                "--script",
+                "faults.jsonl",
+                "--concurrency",
+                "1",
+            ],
+            None,
+        )
+        .await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report = scratch.baton(&["report", "--json"], None).await;
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let report = json(&report);
+    let totals = &report["totals"];
+    assert_eq!(totals["requests"], 10, "{totals:#}");
+    assert_eq!(totals["answered"], 10);
+    assert_eq!(totals["failed"], 0);
+    assert_eq!(totals["attempts"], 13);
+    assert_eq!(totals["fallbacks"], 10);
+    assert_eq!(totals["degraded"], 0);
+    assert_eq!(totals["switches"], 4);
+    assert_eq!(totals["unnecessary_switches"], 0);
+    let provider = |name: &str| {
+        report["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+            .clone()
+    };
+    let down = provider("primary");
+    assert_eq!(down["attempts"], 3, "{down:#}");
+    assert_eq!(down["ok"], 0);
+    assert_eq!(down["errors"]["5xx"], 3);
+    assert_eq!(down["outages"], 1);
+    assert_eq!(down["down_at_end"], true);
+    assert!(down["uptime"].as_f64().unwrap() < 1.0);
+    let up = provider("secondary");
+    assert_eq!(up["attempts"], 10, "{up:#}");
+    assert_eq!(up["ok"], 10);
+    assert_eq!(up["outages"], 0);
+    let p50 = up["latency"]["p50_ms"].as_f64().unwrap();
+    assert!((50.0..500.0).contains(&p50), "{up:#}");
+}
