@@ -11,6 +11,7 @@ mod chat;
 mod init;
 mod launch;
 mod mock_provider;
+mod policy;
 mod report;
 mod review;
 mod run;
@@ -80,6 +81,10 @@ enum Command {
     /// The store itself: check it, compact telemetry.
     #[command(subcommand)]
     Store(store::Command),
+    /// Versions of the routing policy (baton.toml and its swarms' files):
+    /// apply, history, show, diff, rollback.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -105,6 +110,7 @@ pub fn main() -> ExitCode {
             admin::with_store(&cli, |store, out| report::exec(&cli, args, store, out))
         }
         Command::Store(command) => store::run(&cli, command),
+        Command::Policy(command) => policy::run(&cli, command),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
@@ -162,6 +168,7 @@ fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Resu
         Command::Status(args) => Some(status::exec(args, store, out)),
         Command::Report(args) => Some(report::exec(cli, args, store, out)),
         Command::Store(command) => store::exec(command, store, out),
+        Command::Policy(command) => Some(policy::exec(cli, command, store, out)),
         _ => None,
     }
 }

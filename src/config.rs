@@ -11,6 +11,7 @@
 //! shipped `baton.toml`), so that an installed `baton` validates and runs
 //! swarms anywhere.
 
+pub mod alerts;
 pub mod duration;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use toml::Spanned;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, position};
 use crate::swarm::{Capability, RouteName};
+pub use alerts::{AlertRule, AlertSettings, Condition, WebhookUrl};
 pub use duration::ConfigDuration;
 
 /// The shipped default config, embedded so an installed binary has it.
@@ -174,6 +176,7 @@ struct RawConfig {
     health: HealthSettings,
     #[serde(default)]
     store: crate::store::StoreSettings,
+    alerts: Option<Spanned<alerts::RawAlerts>>,
     #[serde(default)]
     report: crate::telemetry::ReportSettings,
     #[serde(default)]
@@ -444,6 +447,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// `[store]`: durability and retention of the state store.
     pub store: crate::store::StoreSettings,
+    /// `[alerts]`: the rules the alert engine evaluates and its webhook.
+    pub alerts: AlertSettings,
     /// `[report]`: the availability objective `baton report` measures against.
     pub report: crate::telemetry::ReportSettings,
     /// What is worth knowing but not fatal (a provider skipped for want of a key).
@@ -558,6 +563,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     };
     let providers = validate_providers(raw.providers, &mut check);
     let routes = validate_routes(&raw.routes, &raw.defaults, &providers, &mut check);
+    let alerts = alerts::validate(raw.alerts, &providers, &routes, &mut check);
 
     let default_route = RouteName(raw.default_route.get_ref().clone());
     if !routes.contains_key(&default_route) {
@@ -630,6 +636,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         cache: raw.cache,
         health: raw.health,
         store: raw.store,
+        alerts,
         report: raw.report,
         warnings: check.diagnostics,
     })

@@ -7,14 +7,17 @@
 //! [`provider`] backends along the fallback chains of [`routing`];
 //! [`knowledge`] indexes a swarm's documents for the extractive surrogate.
 //! The [`actor`]s run a swarm; answers a person should check wait in the
-//! [`review`] queue.
+//! [`review`] queue. [`store`] keeps the durable state; [`alerts`] watches
+//! it and provider health, and tells people when something goes wrong.
 //! The `baton` binary is a thin command-line shell over it.
 
 pub mod actor;
+pub mod alerts;
 pub mod config;
 pub mod context;
 pub mod diagnostic;
 pub mod knowledge;
+pub mod policy;
 pub mod provider;
 pub mod review;
 pub mod routing;

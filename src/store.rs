@@ -21,7 +21,7 @@
 //! | `sessions`    | session id, UTF-8                             | [`sessions::SessionRecord`]              |
 //! | `telemetry`   | event time ns since the epoch, u64 BE, then a u32 BE sequence | a request, attempt or switch event: v1 is a compact binary layout, not JSON ([`telemetry`]) |
 //! | `aggregates`  | minute since the epoch, u64 BE, `p` (provider) or `r` (route), the name | [`crate::telemetry::aggregate::Aggregate`] |
-//! | `policies`    | version number, u64 BE; `active` in `meta`    | a policy version                         |
+//! | `policies`    | version number, u64 BE                        | [`policy::PolicyVersion`] (files + hash + author/message + diff) |
 //! | `breakers`    | provider id, UTF-8                            | [`health::BreakerRecord`]                |
 //! | `health`      | provider id, 0x00, time ns u64 BE             | [`health::HealthRecord`]                 |
 //! | `cache`       | request fingerprint, 32 bytes                 | a cached response                        |
@@ -30,7 +30,8 @@
 //! | `keys`        | SHA-256 of the virtual key, 32 bytes          | a virtual key's scope and limits         |
 //! | `idempotency` | SHA-256 of scope and Idempotency-Key          | the first request's result               |
 //! | `knowledge`   | swarm name, UTF-8                             | the swarm's index                        |
-//! | `meta`        | UTF-8 name                                    | store-wide settings (`format`, `active`) |
+//! | `meta`        | UTF-8 name                                    | store-wide settings: `format`; `active`, the active policy version (u64) |
+//! | `meta`        | `alert/<rule>/<subject>`, UTF-8               | an open alert episode ([`alerts::EpisodeRecord`]) |
 //!
 //! # Durability
 //!
@@ -41,11 +42,13 @@
 //! once and sled flushes every `flush_every`: up to that much acknowledged
 //! work can be lost in a crash.
 
+pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod commit;
 pub mod health;
 pub mod journal;
+pub mod policy;
 pub mod sessions;
 pub mod telemetry;
 

@@ -86,6 +86,31 @@ pub fn resolve_swarm_dir(argument: &str) -> PathBuf {
     if named.is_dir() { named } else { path }
 }
 
+/// A directory of swarms (no agent files of its own, only subdirectories)
+/// stands for each swarm in it.
+pub fn swarm_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![dir.to_owned()];
+    };
+    let mut subdirs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_lowercase();
+        if path.is_dir() {
+            if !matches!(name.as_str(), "rules" | "knowledge") && !name.starts_with('.') {
+                subdirs.push(path);
+            }
+        } else if name.ends_with(".md") && name != "readme.md" {
+            return vec![dir.to_owned()];
+        }
+    }
+    if subdirs.is_empty() {
+        return vec![dir.to_owned()];
+    }
+    subdirs.sort();
+    subdirs
+}
+
 /// Loads and validates the swarm in `dir` against `config`'s routes.
 pub fn load_swarm(dir: &Path, config: &Config) -> Result<Loaded, TemplateError> {
     if !dir.is_dir() {

@@ -805,3 +805,236 @@ async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start
     assert!(failed.error.unwrap().starts_with("interrupted"));
     assert!(journal.open().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_shows_every_attempt_of_a_failed_over_request() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let middle = mock("[[fault]]\nkind = \"reset\"\n").await;
+    let last = mock("").await;
+    let scratch = Scratch::new();
+    scratch.write(
+        "baton.toml",
+        &support_bot_config(
+            &[("primary", &primary), ("middle", &middle), ("last", &last)],
+            &["primary", "middle", "last"],
+        ),
+    );
+    let asked = scratch
+        .baton(
+            &["ask", &support_bot(), "Why was I charged twice?", "--json"],
+            None,
+        )
+        .await;
+    assert!(asked.status.success(), "{}", text(&asked.stderr));
+    let trace_id = json(&asked)["outcome"]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The end of the id is enough.
+    let traced = scratch
+        .baton(&["trace", &trace_id[trace_id.len() - 12..]], None)
+        .await;
+    let shown = text(&traced.stdout);
+    assert!(traced.status.success(), "{}", text(&traced.stderr));
+    let attempt_lines: Vec<&str> = shown.lines().filter(|l| l.contains(" ms  ")).collect();
+    assert_eq!(attempt_lines.len(), 3, "{shown}");
+    assert!(
+        attempt_lines[0].contains("primary") && attempt_lines[0].contains("HTTP 503"),
+        "{shown}"
+    );
+    assert!(
+        attempt_lines[1].contains("failover") && attempt_lines[1].contains("middle"),
+        "{shown}"
+    );
+    assert!(
+        attempt_lines[2].contains("failover")
+            && attempt_lines[2].contains("last")
+            && attempt_lines[2].contains("ok in"),
+        "{shown}"
+    );
+    assert!(shown.contains("answer from last, fallback"), "{shown}");
+    assert!(shown.contains("classified refunds"), "{shown}");
+}
+
+/// A webhook receiver on loopback: the JSON bodies it was sent.
+async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_resolves_it() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("").await;
+    let (url, received) = webhook().await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 2\nbase_ejection = \"300ms\"\n",
+    ) + &format!(
+        "[alerts]\nwebhook = \"{url}\"\n[[alerts.rules]]\nname = \"down\"\nkind = \"provider_down\"\n"
+    );
+    scratch.write("baton.toml", &config);
+    let script = (0..6)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"turns\": [\"Why was I charged twice?\"]}}\n"))
+        .collect::<String>();
+    scratch.write("outage.jsonl", &script);
+    let run = scratch
+        .baton(
+            &[
+                "run",
+                &support_bot(),
+                "--script",
+                "outage.jsonl",
+                "--concurrency",
+                "1",
+            ],
+            None,
+        )
+        .await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    {
+        let sent = received.lock().unwrap();
+        assert_eq!(sent.len(), 1, "{sent:#?}");
+        assert_eq!(sent[0]["status"], "firing");
+        assert_eq!(sent[0]["alert"], "down");
+        assert_eq!(sent[0]["subject"], "primary");
+    }
+    // A second run with the provider still down: the episode is open in
+    // the store, so nothing fires again.
+    let again = scratch
+        .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+        .await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(received.lock().unwrap().len(), 1);
+    // The provider recovers while no process runs. The next process
+    // restores its breaker (the ejection is over: a trial at once), the
+    // trial succeeds, the provider is up, and the episode resolves.
+    primary.set_script(Script::default());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut resolved = false;
+    for _ in 0..5 {
+        let asked = scratch
+            .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+            .await;
+        assert!(asked.status.success(), "{}", text(&asked.stderr));
+        if received.lock().unwrap().len() == 2 {
+            resolved = true;
+            break;
+        }
+    }
+    assert!(resolved, "{:#?}", received.lock().unwrap());
+    let sent = received.lock().unwrap();
+    assert_eq!(sent[1]["status"], "resolved");
+    assert_eq!(sent[1]["subject"], "primary");
+}
+
+/// The report of a run against a fault script, worked out by hand:
+/// `primary` answers 503 to everything and its breaker opens after three
+/// failures in a row (ejection 60 s, no probes), `secondary` answers in
+/// 50 ms. Ten one-turn conversations, one at a time:
+/// - requests 1–3 try `primary` (5xx) then `secondary`; `primary` is then
+///   Down, every one of the 4 support-bot workers is rebound to
+///   `secondary`, and requests 4–10 go to `secondary` alone;
+/// - so `primary`: 3 attempts, 0 ok, 3 × 5xx, 1 outage still open at the
+///   end; `secondary`: 10 attempts, 10 ok, p50 ≥ 50 ms; 10 requests, 10
+///   answered, 10 fallbacks (none served by the first choice), 13
+///   attempts, 4 switches, none unnecessary, 0 degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_of_a_run_against_a_fault_script_has_the_hand_worked_figures() {
+    let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
+    let secondary = mock("[server]\nlatency = \"50ms\"\n").await;
+    let scratch = Scratch::new();
+    let config = support_bot_config(
+        &[("primary", &primary), ("secondary", &secondary)],
+        &["primary", "secondary"],
+    )
+    .replace(
+        "[breaker]\nconsecutive_failures = 1000\nmin_requests = 1000\n",
+        "[breaker]\nconsecutive_failures = 3\nmin_requests = 1000\nbase_ejection = \"60s\"\n",
+    );
+    scratch.write("baton.toml", &config);
+    let questions = [
+        "Why was I charged twice this month?",
+        "The app crashes when I upload a photo.",
+        "How do I change the email on my account?",
+        "Where can I download my invoice?",
+        "Can I get my money back for the yearly plan?",
+    ];
+    let script: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"c{i}\", \"turns\": [\"{}\"]}}\n",
+                questions[i % questions.len()]
+            )
+        })
+        .collect();
+    scratch.write("faults.jsonl", &script);
+    let run = scratch
+        .baton(
+            &[
+                "run",
+                &support_bot(),
+                "--script",
+                "faults.jsonl",
+                "--concurrency",
+                "1",
+            ],
+            None,
+        )
+        .await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report = scratch.baton(&["report", "--json"], None).await;
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let report = json(&report);
+    let totals = &report["totals"];
+    assert_eq!(totals["requests"], 10, "{totals:#}");
+    assert_eq!(totals["answered"], 10);
+    assert_eq!(totals["failed"], 0);
+    assert_eq!(totals["attempts"], 13);
+    assert_eq!(totals["fallbacks"], 10);
+    assert_eq!(totals["degraded"], 0);
+    assert_eq!(totals["switches"], 4);
+    assert_eq!(totals["unnecessary_switches"], 0);
+    let provider = |name: &str| {
+        report["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+            .clone()
+    };
+    let down = provider("primary");
+    assert_eq!(down["attempts"], 3, "{down:#}");
+    assert_eq!(down["ok"], 0);
+    assert_eq!(down["errors"]["5xx"], 3);
+    assert_eq!(down["outages"], 1);
+    assert_eq!(down["down_at_end"], true);
+    assert!(down["uptime"].as_f64().unwrap() < 1.0);
+    let up = provider("secondary");
+    assert_eq!(up["attempts"], 10, "{up:#}");
+    assert_eq!(up["ok"], 10);
+    assert_eq!(up["outages"], 0);
+    let p50 = up["latency"]["p50_ms"].as_f64().unwrap();
+    assert!((50.0..500.0).contains(&p50), "{up:#}");
+}

@@ -119,8 +119,16 @@ fn feed_and_count(child: &mut Child, script: String) -> std::thread::JoinHandle<
 }
 
 /// Opens the store as the next process would and checks every
-/// acknowledged request is there, completed.
-fn verify(state: &Path, acked: &HashSet<TraceId>, cycle: usize, seed: u64) -> usize {
+/// acknowledged request is there, completed; returns how many are open.
+/// With `lost` (a measurement of relaxed durability), acknowledged
+/// requests missing or unfinished are counted there instead of failing.
+fn verify(
+    state: &Path,
+    acked: &HashSet<TraceId>,
+    cycle: usize,
+    seed: u64,
+    mut lost: Option<&mut HashSet<TraceId>>,
+) -> usize {
     let store = Store::open(state, &StoreSettings::default()).unwrap_or_else(|error| {
         panic!("cycle {cycle} (seed {seed}): the store does not open after SIGKILL: {error}")
     });
@@ -131,10 +139,18 @@ fn verify(state: &Path, acked: &HashSet<TraceId>, cycle: usize, seed: u64) -> us
     for trace_id in acked {
         let record = journal
             .get(*trace_id)
-            .unwrap_or_else(|error| panic!("cycle {cycle} (seed {seed}): {error}"))
-            .unwrap_or_else(|| {
-                panic!("cycle {cycle} (seed {seed}): acknowledged request {trace_id} is not in the journal")
-            });
+            .unwrap_or_else(|error| panic!("cycle {cycle} (seed {seed}): {error}"));
+        if let Some(lost) = lost.as_deref_mut() {
+            if record.is_none_or(|r| r.state != RequestState::Completed) {
+                lost.insert(*trace_id);
+            }
+            continue;
+        }
+        let record = record.unwrap_or_else(|| {
+            panic!(
+                "cycle {cycle} (seed {seed}): acknowledged request {trace_id} is not in the journal"
+            )
+        });
         assert_eq!(
             record.state,
             RequestState::Completed,
@@ -167,9 +183,17 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
         .await
         .unwrap()
     });
+    // BATON_CRASH_DURABILITY=relaxed measures what acknowledging before the
+    // flush loses instead of asserting that nothing is lost.
+    let relaxed = std::env::var("BATON_CRASH_DURABILITY").is_ok_and(|v| v == "relaxed");
+    let mut lost: HashSet<TraceId> = HashSet::new();
     let dir = tempfile::tempdir().unwrap();
     let config_path: PathBuf = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config(&mock.base_url())).unwrap();
+    let mut text = config(&mock.base_url());
+    if relaxed {
+        text.push_str("[store]\ndurability = \"relaxed\"\n");
+    }
+    std::fs::write(&config_path, text).unwrap();
     let state = dir.path().join("state");
 
     let mut acked_total: HashSet<TraceId> = HashSet::new();
@@ -210,7 +234,13 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
             acked.len()
         );
         acked_total.extend(acked);
-        left_open = verify(&state, &acked_total, cycle, seed);
+        left_open = verify(
+            &state,
+            &acked_total,
+            cycle,
+            seed,
+            relaxed.then_some(&mut lost),
+        );
     }
     eprintln!(
         "crash test: {} acknowledged across {cycles} kills ({killed_mid_run} mid-run); {left_open} left open by the last",
@@ -233,7 +263,20 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
         );
     }
     acked_total.extend(acked);
-    let open = verify(&state, &acked_total, cycles, seed);
+    if relaxed {
+        eprintln!(
+            "crash test, relaxed durability: {} of {} acknowledged requests lost",
+            lost.len(),
+            acked_total.len()
+        );
+    }
+    let open = verify(
+        &state,
+        &acked_total,
+        cycles,
+        seed,
+        relaxed.then_some(&mut lost),
+    );
     assert_eq!(open, 0, "requests left open after recovery");
 
     let store = Store::open(&state, &StoreSettings::default()).unwrap();

@@ -169,6 +169,79 @@ async fn the_canary_key_appears_in_no_log_error_or_file_and_no_redirect_carries_
     for text in &seen_errors {
         assert!(!text.contains(CANARY), "the key leaked into {text}");
     }
+    // The same providers behind a swarm run by the binary, with its store:
+    // the journal, telemetry, breakers and the process's own output must
+    // not hold the key either. The child inherits the key's variable.
+    let scratch = tempfile::tempdir().unwrap();
+    let with_capabilities = format!(
+        "api_key_env = \"{CANARY_VAR}\"\ncapabilities = [\"chat\", \"tools\", \"json\", \"long-context\", \"streaming\"]\n"
+    );
+    let mut swarm_config = text
+        .replace(
+            &format!("api_key_env = \"{CANARY_VAR}\"\n"),
+            &with_capabilities,
+        )
+        .replace("[routes.r]", "[routes.old-r]")
+        .replace("[routes.dead]", "[routes.old-dead]")
+        .replace("default_route = \"r\"", "default_route = \"default\"");
+    for route in [
+        "default",
+        "support",
+        "fast",
+        "sonnet",
+        "opus",
+        "haiku",
+        "knowledge",
+    ] {
+        swarm_config.push_str(&format!(
+            "[routes.{route}]\nchain = [\"redirecting\", \"failing\", \"malformed\", \"good\"]\n"
+        ));
+    }
+    std::fs::write(scratch.path().join("baton.toml"), swarm_config).unwrap();
+    let state = scratch.path().join("state");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    command
+        .arg("--config")
+        .arg(scratch.path().join("baton.toml"))
+        .arg("--state")
+        .arg(&state)
+        .args(["-vv", "ask"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/support-bot"))
+        .args(["Where is my parcel?", "--json"])
+        .env("BATON_LOG", "trace");
+    // Off the runtime: the in-process upstreams keep serving meanwhile.
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("\"trace_id\""), "{printed}");
+    assert!(
+        !printed.contains(CANARY),
+        "the key leaked into the output of baton ask"
+    );
+    let mut store_files = 0;
+    let mut pending = vec![state.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                store_files += 1;
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(CANARY),
+                    "the key leaked into the store file {path:?}"
+                );
+            }
+        }
+    }
+    assert!(store_files > 0, "the store was written");
+
     // Files: nothing under the working state directory may hold it.
     for dir in [Path::new(".baton"), Path::new("target/tmp")] {
         if let Ok(entries) = std::fs::read_dir(dir) {

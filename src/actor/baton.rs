@@ -62,6 +62,10 @@ pub struct BatonState {
     store: Option<Store>,
     health_log: Option<HealthLog>,
     health_listener: Option<HealthListener>,
+    /// When this root started, and when it last saved each breaker: on the
+    /// way out it does not overwrite a breaker another root saved since.
+    started_ms: u64,
+    saved: HashMap<ProviderId, u64>,
     port: HealthPort,
     providers: HashMap<ProviderId, ActorRef<ProviderMsg>>,
     swarms: HashMap<String, ActorRef<SupervisorMsg>>,
@@ -196,6 +200,8 @@ impl Actor for Baton {
             store: args.store,
             health_log,
             health_listener: args.health_listener,
+            started_ms: now_ms(),
+            saved: HashMap::new(),
             port: Arc::new(OutputPort::default()),
             providers: HashMap::new(),
             swarms: HashMap::new(),
@@ -260,7 +266,7 @@ impl Actor for Baton {
             }
             BatonMsg::HealthChanged(change) => {
                 if let Some(log) = &state.health_log {
-                    store_health_change(&state.router, log, &change);
+                    store_health_change(&state.router, log, &change, &mut state.saved);
                 }
                 if let Some(listener) = &state.health_listener {
                     listener(&change);
@@ -279,7 +285,19 @@ impl Actor for Baton {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(log) = &state.health_log {
             for handle in state.router.pool().handles() {
-                save_breaker(handle, log);
+                // A newer root of this process (a policy switch) may have
+                // saved a fresher state since this one started: keep it.
+                let newer = log
+                    .breaker(&handle.id().0)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|stored| {
+                        stored.at_ms > state.started_ms
+                            && state.saved.get(handle.id()) != Some(&stored.at_ms)
+                    });
+                if !newer {
+                    save_breaker(handle, log);
+                }
             }
         }
         Ok(())
@@ -324,7 +342,12 @@ impl Actor for Baton {
 }
 
 /// Writes a health change and the provider's breaker as it now stands.
-fn store_health_change(router: &Router, log: &HealthLog, change: &HealthChange) {
+fn store_health_change(
+    router: &Router,
+    log: &HealthLog,
+    change: &HealthChange,
+    saved: &mut HashMap<ProviderId, u64>,
+) {
     let at_ns = change
         .at
         .duration_since(UNIX_EPOCH)
@@ -340,12 +363,13 @@ fn store_health_change(router: &Router, log: &HealthLog, change: &HealthChange) 
         tracing::error!(%error, provider = %change.provider, "cannot store a health change");
     }
     if let Some(index) = router.pool().index_of(&change.provider) {
-        save_breaker(router.pool().get(index), log);
+        let at_ms = save_breaker(router.pool().get(index), log);
+        saved.insert(change.provider.clone(), at_ms);
     }
 }
 
 /// Writes a provider's breaker as it stands now.
-fn save_breaker(handle: &ProviderHandle, log: &HealthLog) {
+fn save_breaker(handle: &ProviderHandle, log: &HealthLog) -> u64 {
     let breaker = handle.breaker(Instant::now());
     let open_until_ms = breaker.retry_at.map(|wait| {
         (SystemTime::now() + wait)
@@ -361,6 +385,7 @@ fn save_breaker(handle: &ProviderHandle, log: &HealthLog) {
     if let Err(error) = log.save_breaker(&handle.id().0, &record) {
         tracing::error!(%error, provider = %handle.id(), "cannot store a breaker");
     }
+    record.at_ms
 }
 
 /// Re-opens the breakers a previous process left open or half-open.

@@ -39,8 +39,10 @@ use crate::provider::{Message, StreamEvent};
 use crate::routing::pool::HealthState;
 use crate::routing::router::AttemptRecord;
 use crate::routing::router::{Outcome, Router, send_whole};
+use crate::store::health::now_ns;
 use crate::store::journal::{AttemptEntry, ClassificationEntry, Ending, Journal, JournalRecord};
 use crate::store::sessions::Sessions;
+use crate::store::telemetry::{SwitchEvent, Telemetry};
 use crate::store::{Store, StoreError};
 use crate::swarm::classify::{Classification, Classifier};
 use crate::swarm::{AgentId, AgentSpec, Handoff, Stakes, Swarm};
@@ -81,6 +83,7 @@ pub struct Persistence {
     pub store: Store,
     pub journal: Journal,
     pub sessions: Sessions,
+    pub telemetry: Telemetry,
 }
 
 impl Persistence {
@@ -89,6 +92,7 @@ impl Persistence {
             store: store.clone(),
             journal: Journal::new(store)?,
             sessions: Sessions::new(store)?,
+            telemetry: Telemetry::new(store)?,
         })
     }
 }
@@ -940,10 +944,15 @@ fn journal_end(
             }
         }
     };
-    persistence
+    let record = persistence
         .journal
-        .finish(pending.job.trace_id, None, ending)
-        .map(drop)
+        .finish(pending.job.trace_id, None, ending)?;
+    // The journal is the record of truth; a telemetry event that could not
+    // be written costs a report figure, not the answer.
+    if let Err(error) = persistence.telemetry.record_finished(&record) {
+        tracing::error!(%error, trace = %record.trace_id, "cannot write the request's telemetry");
+    }
+    Ok(())
 }
 
 fn on_health_change(state: &mut SupervisorState, change: HealthChange) {
@@ -969,6 +978,12 @@ fn on_health_change(state: &mut SupervisorState, change: HealthChange) {
             {
                 switch.unnecessary = true;
                 state.unnecessary_count += 1;
+                if let Some(persistence) = &state.persistence {
+                    let event = switch_event(&state.swarm.name, switch);
+                    if let Err(error) = persistence.telemetry.mark_unnecessary(&event, now_ns()) {
+                        tracing::error!(%error, "cannot record an unnecessary switch");
+                    }
+                }
             }
         }
     }
@@ -1080,7 +1095,7 @@ fn switch(
     if state.switches.len() == SWITCH_LOG {
         state.switches.remove(0);
     }
-    state.switches.push(Switch {
+    let switch = Switch {
         worker: agent.clone(),
         from,
         to,
@@ -1089,7 +1104,35 @@ fn switch(
         at: SystemTime::now(),
         unnecessary: false,
         when: Some(now),
-    });
+    };
+    if let Some(persistence) = &state.persistence
+        && let Err(error) = persistence
+            .telemetry
+            .record_switch(&switch_event(&state.swarm.name, &switch))
+    {
+        tracing::error!(%error, "cannot record a switch");
+    }
+    state.switches.push(switch);
+}
+
+/// A switch as telemetry keeps it.
+fn switch_event(swarm: &str, switch: &Switch) -> SwitchEvent {
+    SwitchEvent {
+        swarm: swarm.to_owned(),
+        worker: switch.worker.0.clone(),
+        from: switch.from.0.clone(),
+        to: switch.to.0.clone(),
+        reason: match switch.reason {
+            SwitchReason::Failover => "failover",
+            SwitchReason::FailBack => "fail_back",
+        }
+        .to_owned(),
+        unnecessary: switch.unnecessary,
+        at_ns: switch
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
 }
 
 #[cfg(test)]

@@ -97,9 +97,26 @@ fn settings(cli: &Cli) -> StoreSettings {
     cli.config().map(|c| c.store).unwrap_or_default()
 }
 
-/// Runs a store command: against the store opened here, or through the
-/// admin socket of the process holding it.
+/// Runs a command that reads the store: against the store opened here, or
+/// through the admin socket of the process holding it. A state directory
+/// with no store yet is an error (reading must not create one).
 pub fn with_store(
+    cli: &Cli,
+    exec: impl FnOnce(&Store, &mut Output) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let database = cli.state.join(baton::store::DATABASE_DIR);
+    if !database.exists() {
+        anyhow::bail!(
+            "no store in {} yet: `ask`, `chat` and `run` create it (or point --state / BATON_STATE at another)",
+            cli.state.display()
+        );
+    }
+    with_store_creating(cli, exec)
+}
+
+/// As [`with_store`], creating the store if there is none (commands that
+/// write: `policy apply`).
+pub fn with_store_creating(
     cli: &Cli,
     exec: impl FnOnce(&Store, &mut Output) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
@@ -127,7 +144,7 @@ pub fn with_store(
 fn remote(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let socket = state_dir.join(ADMIN_SOCKET);
     let request = Request {
-        argv: std::env::args().collect(),
+        argv: portable_argv(std::env::args().collect()),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         author: author_from_env(),
     };
@@ -159,6 +176,39 @@ fn remote(state_dir: &Path) -> anyhow::Result<ExitCode> {
     eprint!("{}", reply.stderr);
     super::print_stdout(&reply.stdout)?;
     Ok(ExitCode::from(reply.code))
+}
+
+/// The command line as the holder must read it: `--config` and `--state`
+/// made absolute (the holder runs elsewhere), and the config that
+/// `$BATON_CONFIG` names here passed as `--config` (the holder's
+/// environment is not ours).
+fn portable_argv(mut argv: Vec<String>) -> Vec<String> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let absolute = |path: &str| cwd.join(path).display().to_string();
+    let mut has_config = false;
+    let mut index = 1;
+    while index < argv.len() {
+        let arg = argv[index].clone();
+        if arg == "--" {
+            break;
+        }
+        for flag in ["--config", "--state"] {
+            if arg == flag && index + 1 < argv.len() {
+                argv[index + 1] = absolute(&argv[index + 1]);
+                has_config |= flag == "--config";
+                index += 1;
+            } else if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
+                argv[index] = format!("{flag}={}", absolute(value));
+                has_config |= flag == "--config";
+            }
+        }
+        index += 1;
+    }
+    if !has_config && let Some(path) = std::env::var_os("BATON_CONFIG").filter(|p| !p.is_empty()) {
+        argv.insert(1, absolute(&path.to_string_lossy()));
+        argv.insert(1, "--config".to_owned());
+    }
+    argv
 }
 
 async fn exchange(stream: tokio::net::UnixStream, request: &Request) -> anyhow::Result<Reply> {

@@ -6,23 +6,28 @@
 //! The interface is deliberately small — the supervisor's address, a
 //! deadline for calls, `ask` and `stop` — so that the commands do not
 //! depend on how the actor tree is laid out.
+//!
+//! What is built from the config and the swarm is an engine
+//! ([`reload::Engine`]); once a policy is active the store's version is
+//! what serves, and a process holding the store switches to a new active
+//! version as soon as it is applied (see [`reload`]).
+
+mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton::actor::baton::{Baton, BatonArgs, BatonMsg, start_swarm};
+use baton::actor::baton::HealthListener;
+use baton::actor::health::HealthChange;
 use baton::actor::supervisor::SupervisorMsg;
 use baton::actor::{Answer, AskError};
-use baton::knowledge::KnowledgeIndex;
+use baton::alerts::AlertHandle;
 use baton::review::{NewReview, ReviewId, ReviewQueue};
-use baton::routing::pool::Pool;
 use baton::routing::router::Router;
-use baton::store::cache::DurableCache;
 use baton::store::journal::{Journal, OnInterrupt};
+use baton::store::telemetry::{Telemetry, spawn_compactor};
 use baton::store::{Store, StoreError};
-use baton::template;
-use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::task::JoinHandle;
 
@@ -35,20 +40,16 @@ use super::admin::{AdminServer, serve};
 /// stuck.
 const CALL_SLACK: Duration = Duration::from_secs(5);
 
+/// How often a running process folds raw telemetry past `[store] keep`
+/// into aggregates; the first pass runs at start-up.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+
 /// A running swarm.
 pub struct Running {
     /// The swarm's name (its directory's name), for reviews and output.
     pub name: String,
-    /// The swarm's supervisor; replaced when the root has restarted it.
-    supervisor: std::sync::Mutex<ActorRef<SupervisorMsg>>,
-    root: ActorRef<BatonMsg>,
-    swarm: Arc<baton::swarm::Swarm>,
-    knowledge: Option<Arc<KnowledgeIndex>>,
-    handle: JoinHandle<()>,
-    /// The longest a request can take: every step of the longest possible
-    /// delegation chain (each worker once), plus one hand-over to a
-    /// restarted worker, each at most the longest route deadline.
-    pub longest_deadline: Duration,
+    /// The engine serving new requests (and old ones finishing).
+    engines: Arc<reload::Engines>,
     /// The store this process holds, when it could open it.
     store: Option<Store>,
     reviews: Option<ReviewQueue>,
@@ -56,6 +57,20 @@ pub struct Running {
     _admin: Option<AdminServer>,
     /// Interrupted requests being asked again; `stop` waits for them.
     resuming: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Folds old raw telemetry into per-minute aggregates while it runs.
+    compactor: Option<JoinHandle<()>>,
+    /// The `[alerts]` rules watched while it runs.
+    alerts: Option<(AlertHandle, JoinHandle<()>)>,
+}
+
+/// Tells the alerts each provider's state as this process starts (breakers
+/// restored from the store included), so that an episode a previous
+/// process left open is resolved if the provider recovered meanwhile.
+fn report_start_health(alerts: &AlertHandle, router: &Router) {
+    let now = std::time::SystemTime::now();
+    for handle in router.pool().handles() {
+        alerts.on_health(&handle.id().0, !handle.health().is_up(), now);
+    }
 }
 
 /// Opens the store of the state directory for a process that will hold it.
@@ -82,57 +97,37 @@ pub fn hold_store(
 /// command line names, and starts it. Config warnings and the swarm's
 /// diagnostics go to stderr. Must be called inside a Tokio runtime.
 pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
-    let config = cli.config()?;
-    eprint!("{}", config.warnings);
-    let dir = template::resolve_swarm_dir(swarm);
-    let loaded = match template::load_swarm(&dir, &config) {
-        Ok(loaded) => loaded.swarm,
-        Err(error) => {
-            eprint!("{}", error.diagnostics());
-            anyhow::bail!("swarm {} did not load (see above)", dir.display());
-        }
+    let file_config = cli.config();
+    let store = hold_store(cli, &reload::store_settings(&file_config))?;
+    let source = reload::source(&cli.state, file_config, store.as_ref(), swarm)?;
+    // One alert task for the process: every engine reports to it, and a
+    // new policy version brings its `[alerts]` rules with it.
+    let alerts = match &store {
+        Some(store) => Some(
+            baton::alerts::spawn(store.clone(), Arc::new(source.config.clone()))
+                .context("cannot start the alerts")?,
+        ),
+        None => None,
     };
-    let name = dir
-        .canonicalize()
-        .unwrap_or_else(|_| dir.clone())
-        .file_name()
-        .map_or_else(|| swarm.to_owned(), |n| n.to_string_lossy().into_owned());
-    let knowledge = if loaded.knowledge.is_empty() {
-        None
-    } else {
-        let index = KnowledgeIndex::build(&dir.join("knowledge"), &loaded.knowledge)
-            .context("cannot index the swarm's knowledge base")?;
-        Some(Arc::new(index))
+    let hooks = reload::Hooks {
+        health_listener: alerts.as_ref().map(|(alerts, _)| {
+            let alerts = alerts.clone();
+            Arc::new(move |change: &HealthChange| alerts.on_change(change)) as HealthListener
+        }),
+        started: alerts.as_ref().map(|(alerts, _)| {
+            let alerts = alerts.clone();
+            Arc::new(move |router: &Router, config: &baton::config::Config| {
+                alerts.reload(Arc::new(config.clone()));
+                report_start_health(&alerts, router);
+            }) as reload::Started
+        }),
     };
-    let longest_deadline = config
-        .routes
-        .values()
-        .map(|r| r.deadlines.total)
-        .max()
-        .unwrap_or(Duration::from_secs(120))
-        * (loaded.workers().count() as u32 + 1);
-    let store = hold_store(cli, &config.store)?;
-    let pool = Pool::from_config(&config).context("cannot build the provider pool")?;
-    let router = Arc::new(Router::new(&config, pool).context("cannot build the router")?);
+    let engine = reload::start(&source, store.as_ref(), &hooks).await?;
+    let name = engine.swarm.name.clone();
+    let engines = reload::Engines::new(engine, hooks);
     if let Some(store) = &store {
-        let durable = DurableCache::new(store)?;
-        let pruned = durable.prune(router.cache().ttl())?;
-        tracing::debug!(pruned, "expired cached responses dropped");
-        router.cache().attach(Arc::new(durable));
+        engines.follow(store, &cli.state, &name);
     }
-    let (root, handle) = Baton::start_with(BatonArgs {
-        router,
-        health: config.health.clone(),
-        store: store.clone(),
-        health_listener: None,
-    })
-    .await
-    .context("cannot start the root actor")?;
-    let loaded = Arc::new(loaded);
-    let supervisor = start_swarm(&root, loaded.clone(), knowledge.clone())
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("cannot start the swarm supervisor")?;
     let (reviews, admin) = match &store {
         Some(store) => (
             Some(ReviewQueue::new(store)?),
@@ -140,18 +135,18 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         ),
         None => (None, None),
     };
+    let compactor = store
+        .clone()
+        .map(|store| spawn_compactor(store.clone(), store.settings().keep.0, COMPACT_EVERY));
     let running = Running {
         name,
-        supervisor: std::sync::Mutex::new(supervisor),
-        root,
-        swarm: loaded,
-        knowledge,
-        handle,
-        longest_deadline,
+        engines,
         store,
         reviews,
         _admin: admin,
         resuming: std::sync::Mutex::new(Vec::new()),
+        compactor,
+        alerts,
     };
     running.recover()?;
     Ok(running)
@@ -166,7 +161,9 @@ impl Running {
         text: &str,
         session: Option<&str>,
     ) -> anyhow::Result<Result<Answer, AskError>> {
-        let supervisor = self.supervisor();
+        let engine = self.engines.current();
+        let _busy = engine.enter();
+        let supervisor = engine.supervisor();
         let result = supervisor
             .call(
                 |reply| SupervisorMsg::Ask {
@@ -174,13 +171,13 @@ impl Running {
                     session: session.map(str::to_owned),
                     reply,
                 },
-                Some(self.longest_deadline + CALL_SLACK),
+                Some(engine.longest_deadline + CALL_SLACK),
             )
             .await;
         let result = match result {
             Ok(result) => result,
             Err(error) => {
-                self.refresh().await;
+                engine.refresh().await;
                 return Err(anyhow::Error::new(error).context("cannot reach the swarm supervisor"));
             }
         };
@@ -188,13 +185,13 @@ impl Running {
             CallResult::Success(answer) => Ok(answer),
             CallResult::Timeout => anyhow::bail!(
                 "the swarm did not answer within {:?}",
-                self.longest_deadline + CALL_SLACK
+                engine.longest_deadline + CALL_SLACK
             ),
             CallResult::SenderError => {
                 // The request died with the supervisor: it is reported, not
                 // sent again. Later questions go to the one the root
                 // restarted, if it did.
-                self.refresh().await;
+                engine.refresh().await;
                 anyhow::bail!("the swarm supervisor stopped before answering")
             }
         }
@@ -210,18 +207,20 @@ impl Running {
             return Ok(());
         };
         let journal = Journal::new(store)?;
+        let telemetry = Telemetry::new(store)?;
         let open = journal.open()?;
         if open.is_empty() {
             return Ok(());
         }
         let (mut failed, mut resumed) = (0, 0);
+        let engine = self.engines.current();
         for record in open {
-            let ours = record.swarm.as_deref() == Some(self.swarm.name.as_str());
+            let ours = record.swarm.as_deref() == Some(engine.swarm.name.as_str());
             if ours && record.on_interrupt == OnInterrupt::Resume {
                 resumed += 1;
-                let supervisor = self.supervisor();
+                let supervisor = engine.supervisor();
                 let trace_id = record.trace_id;
-                let deadline = self.longest_deadline + CALL_SLACK;
+                let deadline = engine.longest_deadline + CALL_SLACK;
                 let task = tokio::spawn(async move {
                     let asked = supervisor
                         .call(
@@ -256,7 +255,8 @@ impl Running {
                     .push(task);
             } else {
                 failed += 1;
-                journal.fail_interrupted(&record)?;
+                let record = journal.fail_interrupted(&record)?;
+                telemetry.record_finished(&record)?;
             }
         }
         store.flush()?;
@@ -283,32 +283,19 @@ impl Running {
         Ok(Some(item.id))
     }
 
-    /// Points later questions at the supervisor the root restarted, if it
-    /// did (after too many failures it does not, and they fail clearly).
-    async fn refresh(&self) {
-        if let Ok(restarted) =
-            start_swarm(&self.root, self.swarm.clone(), self.knowledge.clone()).await
-        {
-            *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
-        }
-    }
-
-    fn supervisor(&self) -> ActorRef<SupervisorMsg> {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Drops a finished conversation's history.
     pub fn forget(&self, session: &str) {
-        let _ = self.supervisor().send_message(SupervisorMsg::Forget {
-            session: session.to_owned(),
-        });
+        let _ = self
+            .engines
+            .current()
+            .supervisor()
+            .send_message(SupervisorMsg::Forget {
+                session: session.to_owned(),
+            });
     }
 
-    /// Stops the root (every actor is linked under it and stops with it)
-    /// and waits until it has.
+    /// Stops the root of every engine (every actor is linked under it and
+    /// stops with it) and waits until they have.
     pub async fn stop(self) {
         // A resumed request's caller is gone; its answer still belongs in
         // the journal before the actors go.
@@ -317,9 +304,15 @@ impl Running {
         for task in resuming {
             let _ = task.await;
         }
-        self.root.stop(None);
-        if let Err(error) = self.handle.await {
-            tracing::warn!(%error, "the root actor ended abnormally");
+        if let Some(compactor) = &self.compactor {
+            compactor.abort();
+        }
+        self.engines.stop().await;
+        if let Some((alerts, task)) = self.alerts {
+            // Notifications of this run go out before the process ends.
+            alerts.flush().await;
+            alerts.shutdown();
+            let _ = task.await;
         }
         if let Some(store) = &self.store
             && let Err(error) = store.flush()

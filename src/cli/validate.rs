@@ -1,6 +1,5 @@
 //! `baton validate [SWARM]...`: check swarms and the config.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use baton::config::ConfigError;
@@ -39,7 +38,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     };
     let mut dirs = Vec::new();
     for argument in &requested {
-        dirs.extend(expand(&template::resolve_swarm_dir(argument)));
+        dirs.extend(template::swarm_dirs(&template::resolve_swarm_dir(argument)));
     }
     let mut failed = false;
     for dir in dirs {
@@ -79,29 +78,4 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A directory of swarms (no agent files of its own, only subdirectories)
-/// stands for each swarm in it.
-fn expand(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![dir.to_owned()];
-    };
-    let mut subdirs = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().to_lowercase();
-        if path.is_dir() {
-            if !matches!(name.as_str(), "rules" | "knowledge") && !name.starts_with('.') {
-                subdirs.push(path);
-            }
-        } else if name.ends_with(".md") && name != "readme.md" {
-            return vec![dir.to_owned()];
-        }
-    }
-    if subdirs.is_empty() {
-        return vec![dir.to_owned()];
-    }
-    subdirs.sort();
-    subdirs
 }

@@ -132,6 +132,10 @@ pub struct Stats {
     /// The turns of the last chat request, as `user: text` and
     /// `assistant: text`: what a failover replayed can be read here.
     pub last_turns: Vec<String>,
+    /// The system prompt of the last chat request (all system messages,
+    /// joined): which prompt a swarm sent can be read here.
+    #[serde(default)]
+    pub last_system: String,
 }
 
 /// The full answer the mock gives to `prompt` as the last user message,
@@ -313,6 +317,7 @@ impl Shared {
                     format!("{role}: {}", turn.text)
                 })
                 .collect();
+            stats.last_system = conversation.system.clone();
         }
         stats
     }

@@ -7,12 +7,17 @@
 //! flush that follows its dequeue covers them. Under load one fsync serves
 //! hundreds of writers, which is what keeps durable journaling from
 //! serialising throughput.
+//!
+//! The task holds the database only while it flushes (each request brings
+//! a handle along): once the store is dropped and the last flush is done,
+//! sled closes and releases its lock at once, so another process (or a
+//! test) can open it right away.
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Durability, StoreError};
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = (oneshot::Sender<Result<(), String>>, sled::Db);
 
 /// The committer of one database.
 #[derive(Debug)]
@@ -24,8 +29,8 @@ pub struct GroupCommit {
 enum Mode {
     /// Nothing waits: sled flushes on its own timer.
     Relaxed,
-    /// The committer task's queue.
-    Grouped(mpsc::UnboundedSender<Waiter>),
+    /// The committer task's queue, and the database requests bring along.
+    Grouped(mpsc::UnboundedSender<Waiter>, sled::Db),
     /// No runtime to run a committer on: each caller flushes.
     Direct(sled::Db),
 }
@@ -47,12 +52,13 @@ impl GroupCommit {
         let (queue, mut requests) = mpsc::unbounded_channel::<Waiter>();
         runtime.spawn(async move {
             let mut batch = Vec::new();
-            while let Some(first) = requests.recv().await {
+            while let Some((first, db)) = requests.recv().await {
                 batch.push(first);
-                while let Ok(next) = requests.try_recv() {
+                while let Ok((next, _)) = requests.try_recv() {
                     batch.push(next);
                 }
                 let result = db.flush_async().await.map(drop).map_err(|e| e.to_string());
+                drop(db);
                 for waiter in batch.drain(..) {
                     // A writer that stopped waiting has nothing to hear.
                     let _ = waiter.send(result.clone());
@@ -60,13 +66,13 @@ impl GroupCommit {
             }
         });
         GroupCommit {
-            mode: Mode::Grouped(queue),
+            mode: Mode::Grouped(queue, db),
         }
     }
 
     /// Resolves once every write made before the call is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        let queue = match &self.mode {
+        let (queue, db) = match &self.mode {
             Mode::Relaxed => return Ok(()),
             Mode::Direct(db) => {
                 return db
@@ -74,10 +80,12 @@ impl GroupCommit {
                     .map(drop)
                     .map_err(|e| StoreError::Sled(format!("flush failed: {e}")));
             }
-            Mode::Grouped(queue) => queue,
+            Mode::Grouped(queue, db) => (queue, db),
         };
         let (reply, heard) = oneshot::channel();
-        queue.send(reply).map_err(|_| StoreError::Closed)?;
+        queue
+            .send((reply, db.clone()))
+            .map_err(|_| StoreError::Closed)?;
         match heard.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(StoreError::Sled(format!("flush failed: {message}"))),

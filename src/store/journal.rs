@@ -320,12 +320,13 @@ impl Journal {
     }
 
     /// Marks an interrupted request `failed: interrupted`.
-    pub fn fail_interrupted(&self, record: &JournalRecord) -> Result<(), StoreError> {
+    pub fn fail_interrupted(&self, record: &JournalRecord) -> Result<JournalRecord, StoreError> {
         let mut record = record.clone();
         record.state = RequestState::Failed;
         record.finished_ms = Some(now_ms());
         record.error = Some("interrupted: the process stopped before the request ended".into());
-        self.put_finished(&record)
+        self.put_finished(&record)?;
+        Ok(record)
     }
 
     /// Every record, oldest first (trace ids are time-ordered).
