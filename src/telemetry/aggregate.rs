@@ -344,25 +344,87 @@ fn cost_nanos(cost: f64) -> u64 {
     }
 }
 
+/// The tallies of one kind of subject, by name.
+///
+/// A vector with a name index rather than a map of tallies: looking a
+/// name up returns a position, so the hit path is one hash lookup and the
+/// name is only allocated for a new subject (a map's entry API would
+/// allocate the name for every event).
+#[derive(Debug, Clone, Default)]
+pub struct Subjects {
+    index: HashMap<String, usize>,
+    tallies: Vec<(String, Aggregate)>,
+}
+
+impl Subjects {
+    /// The tally of `name`, made on first use.
+    pub fn at(&mut self, name: &str) -> &mut Aggregate {
+        let position = match self.index.get(name) {
+            Some(&position) => position,
+            None => {
+                self.index.insert(name.to_owned(), self.tallies.len());
+                self.tallies.push((name.to_owned(), Aggregate::default()));
+                self.tallies.len() - 1
+            }
+        };
+        &mut self.tallies[position].1
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Aggregate> {
+        self.index
+            .get(name)
+            .map(|&position| &self.tallies[position].1)
+    }
+
+    /// Every subject, in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Aggregate)> {
+        self.tallies.iter().map(|(name, a)| (name.as_str(), a))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tallies.iter().map(|(name, _)| name.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.tallies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tallies.is_empty()
+    }
+}
+
+/// Equal when the same names have equal tallies, whatever the order they
+/// were first seen in.
+impl PartialEq for Subjects {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(name, a)| other.get(name) == Some(a))
+    }
+}
+
+impl std::ops::Index<&str> for Subjects {
+    type Output = Aggregate;
+
+    fn index(&self, name: &str) -> &Aggregate {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no tally for `{name}`"))
+    }
+}
+
 /// Tallies by subject: what a scan of events folds into.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tallies {
-    pub providers: HashMap<String, Aggregate>,
-    pub routes: HashMap<String, Aggregate>,
+    pub providers: Subjects,
+    pub routes: Subjects,
 }
 
 impl Tallies {
-    /// The tally of `name`, made on first use. Looked up before inserting
-    /// so that the name is only allocated once per subject, not per event.
+    /// The tally of `name` under `subject`, made on first use.
     pub fn at(&mut self, subject: Subject, name: &str) -> &mut Aggregate {
-        let map = match subject {
-            Subject::Provider => &mut self.providers,
-            Subject::Route => &mut self.routes,
-        };
-        if !map.contains_key(name) {
-            map.insert(name.to_owned(), Aggregate::default());
+        match subject {
+            Subject::Provider => self.providers.at(name),
+            Subject::Route => self.routes.at(name),
         }
-        map.get_mut(name).expect("inserted above")
     }
 
     /// Folds one event in, under the subjects it concerns: an attempt
@@ -403,10 +465,10 @@ impl Tallies {
     }
 
     pub fn merge(&mut self, other: &Tallies) {
-        for (name, aggregate) in &other.providers {
+        for (name, aggregate) in other.providers.iter() {
             self.add(Subject::Provider, name, aggregate);
         }
-        for (name, aggregate) in &other.routes {
+        for (name, aggregate) in other.routes.iter() {
             self.add(Subject::Route, name, aggregate);
         }
     }
@@ -416,11 +478,11 @@ impl Tallies {
         let mut entries: Vec<_> = self
             .providers
             .iter()
-            .map(|(name, a)| (Subject::Provider, name.as_str(), a))
+            .map(|(name, a)| (Subject::Provider, name, a))
             .chain(
                 self.routes
                     .iter()
-                    .map(|(name, a)| (Subject::Route, name.as_str(), a)),
+                    .map(|(name, a)| (Subject::Route, name, a)),
             )
             .collect();
         entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

@@ -291,7 +291,7 @@ pub fn compute(
         .providers
         .iter()
         .map(String::as_str)
-        .chain(tallies.providers.keys().map(String::as_str))
+        .chain(tallies.providers.names())
         .chain(changes.keys().copied())
         .collect();
     let providers: Vec<ProviderReport> = provider_names
@@ -307,7 +307,7 @@ pub fn compute(
         .routes
         .keys()
         .map(String::as_str)
-        .chain(tallies.routes.keys().map(String::as_str))
+        .chain(tallies.routes.names())
         .collect();
     let routes: Vec<RouteReport> = route_names
         .into_iter()
