@@ -7,7 +7,8 @@
 //! - `a_period_spanning_compacted_minutes_reports_the_same_figures`: the
 //!   same scenario after its first minutes were folded into aggregates.
 //! - `the_binary_reports_and_compacts_a_store`: `baton report --json` and
-//!   `baton store compact` run as a user runs them.
+//!   `baton store compact` run as a user runs them; an applied policy's
+//!   objective serves over the config file's.
 //!
 //! # The scenario
 //!
@@ -575,4 +576,22 @@ sla_p95 = "1s"
         }
     }
     assert_eq!(after, before);
+
+    // Once a policy is applied, its targets serve, not the file's.
+    let config = dir.path().join("baton.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("slo = 0.98", "slo = 0.95")).unwrap();
+    let apply = baton(
+        &["--state", state_arg, "policy", "apply", "-m", "looser"],
+        dir.path(),
+    );
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    std::fs::write(&config, text.replace("slo = 0.98", "slo = 0.5")).unwrap();
+    let served = baton(&["--state", state_arg, "report", "--json"], dir.path());
+    let served: serde_json::Value = serde_json::from_slice(&served.stdout).unwrap();
+    assert_eq!(served["slo"], 0.95);
 }

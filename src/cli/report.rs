@@ -3,10 +3,11 @@
 //! and the per-minute aggregates of compacted minutes).
 //!
 //! The SLA targets (`sla_p95`) and the objective (`[report] slo`) come
-//! from the config the command line names, read from the client's
-//! directory even when the report runs inside the process holding the
-//! store. Without a readable config the report still runs, without latency
-//! targets and with the default objective, and says so.
+//! from the policy that serves: the store's active version once one has
+//! been applied, else the config the command line names (read from the
+//! client's directory even when the report runs inside the process
+//! holding the store). Without a readable config the report still runs,
+//! without latency targets and with the default objective, and says so.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,9 +32,14 @@ pub struct Args {
     json: bool,
 }
 
-/// The config for targets, found from the client's directory: `--config`,
-/// `BATON_CONFIG`, `./baton.toml`, the embedded default.
-fn config(cli: &Cli, out: &Output) -> anyhow::Result<Config> {
+/// The config for targets: the active policy version, else as found from
+/// the client's directory: `--config`, `BATON_CONFIG`, `./baton.toml`, the
+/// embedded default.
+fn config(cli: &Cli, store: &Store, out: &Output) -> anyhow::Result<Config> {
+    let state_dir = store.path().parent().unwrap_or(Path::new("."));
+    if let Some(active) = baton::policy::active_sources(store, state_dir)? {
+        return Ok(Config::load(&active.config)?);
+    }
     let named = cli.config.clone().or_else(|| {
         std::env::var_os("BATON_CONFIG")
             .filter(|p| !p.is_empty())
@@ -53,7 +59,7 @@ pub fn exec(cli: &Cli, args: &Args, store: &Store, out: &mut Output) -> anyhow::
     let until = now_ns();
     let since = until.saturating_sub(args.since.as_nanos().min(u128::from(u64::MAX)) as u64);
     let mut options = ReportOptions::new(since, until);
-    match config(cli, out) {
+    match config(cli, store, out) {
         Ok(config) => options = options.with_config(&config),
         Err(error) => out.stderr.push_str(&format!(
             "warning: no SLA targets and the default objective: {error:#}\n"
