@@ -11,7 +11,8 @@
 //!     attempts), no aggregates. Target: under 2 s.
 //!
 //! Run: `cargo bench --bench store`. `BATON_BENCH_SECONDS` sets how long
-//! each concurrency level of (a) runs (default 3).
+//! each concurrency level of (a) runs (default 3), `BATON_BENCH_WRITERS`
+//! the levels (`1,16,64`), `BATON_BENCH_PART` one part only (`a` or `b`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +44,7 @@ fn attempt(provider: &str, latency_ms: f64, outcome: &str) -> AttemptEntry {
     }
 }
 
-fn journal_writes(seconds: u64) {
+fn journal_writes(seconds: u64, levels: &[usize]) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,7 +53,7 @@ fn journal_writes(seconds: u64) {
     println!(
         "(a) durable journal writes: accept → durable → finish, group commit, 2 worker threads"
     );
-    for writers in CONCURRENCY {
+    for &writers in levels {
         let dir = tempfile::tempdir().expect("state dir");
         let (finished, elapsed) = runtime.block_on(async {
             let settings = StoreSettings {
@@ -211,6 +212,19 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    journal_writes(seconds);
-    report_scan();
+    let levels: Vec<usize> = std::env::var("BATON_BENCH_WRITERS")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| CONCURRENCY.to_vec());
+    let part = std::env::var("BATON_BENCH_PART").unwrap_or_default();
+    if part != "b" {
+        journal_writes(seconds, &levels);
+    }
+    if part != "a" {
+        report_scan();
+    }
 }

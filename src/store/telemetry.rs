@@ -192,22 +192,21 @@ impl Telemetry {
     }
 
     /// Writes the events of a finished request: one for the request, one
-    /// per attempt, in one atomic batch. A record still `accepted` writes
-    /// nothing (it has not finished). Not durable until a flush covers it
-    /// ([`Store::durable`] or sled's timer): telemetry is not acknowledged
-    /// to anyone.
+    /// per attempt. A record still `accepted` writes nothing (it has not
+    /// finished). Not durable until a flush covers it ([`Store::durable`]
+    /// or sled's timer): telemetry is not acknowledged to anyone. Plain
+    /// inserts, not one batch: a sled batch takes a lock that excludes
+    /// every other write of the process, journal writes included, and a
+    /// crash between two of them costs a few attempt events at most.
     pub fn record_finished(&self, record: &JournalRecord) -> Result<(), StoreError> {
         if record.state == RequestState::Accepted {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
         let mut buffer = Vec::with_capacity(160);
         for (at_ns, bytes) in encode_record(record, &mut buffer) {
-            batch.insert(&event_key(at_ns)[..], bytes);
+            self.insert(at_ns, bytes)?;
         }
-        self.events
-            .apply_batch(batch)
-            .map_err(|e| self.store.error(e))
+        Ok(())
     }
 
     /// Records a binding switch.
