@@ -2,6 +2,7 @@
 //!
 //! (a) Durable journal writes: N concurrent writers on a two-thread Tokio
 //!     runtime, each looping `accept` → `store.durable().await` → `finish`
+//!     → `store.durable().await`
 //!     (the request's life as the supervisor writes it), with durability
 //!     `flush` (group commit). Records per second = finished requests per
 //!     second. Target: ≥ 20,000 records/s on 2 cores.
@@ -100,6 +101,8 @@ fn journal_writes(seconds: u64, levels: &[usize]) {
                                     },
                                 )
                                 .expect("finish");
+                            // The supervisor answers only once the end is on disk too.
+                            store.durable().await.expect("durable");
                             finished.fetch_add(1, Ordering::Relaxed);
                         }
                     })

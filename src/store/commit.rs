@@ -57,8 +57,14 @@ impl GroupCommit {
                 while let Ok((next, _)) = requests.try_recv() {
                     batch.push(next);
                 }
-                let result = db.flush_async().await.map(drop).map_err(|e| e.to_string());
-                drop(db);
+                // A blocking flush on Tokio's blocking pool, not sled's
+                // `flush_async`: that one runs the flush on sled's own I/O
+                // pool, and a flush waiting there for I/O queued behind it
+                // on the same pool was seen to hang a loaded process.
+                let result = tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|flushed| flushed.map(drop).map_err(|e| e.to_string()));
                 for waiter in batch.drain(..) {
                     // A writer that stopped waiting has nothing to hear.
                     let _ = waiter.send(result.clone());
