@@ -118,7 +118,7 @@ fn journal_writes(seconds: u64, levels: &[usize]) {
             (finished.load(Ordering::Relaxed), elapsed)
         });
         println!(
-            "  {writers:>5} writers: {finished:>8} records in {elapsed:.2?}: {:>8.0} records/s",
+            "  {writers:>5} writers: {finished:>8} requests in {elapsed:.2?}: {:>8.0} requests/s",
             finished as f64 / elapsed.as_secs_f64()
         );
     }
