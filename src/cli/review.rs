@@ -10,6 +10,7 @@ use baton::store::Store;
 
 use super::Cli;
 use super::admin::{Output, with_store};
+use super::show::one_line;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -110,16 +111,5 @@ fn describe(item: &ReviewItem, out: &mut String) {
                 .map(|n| format!(": {n}"))
                 .unwrap_or_default()
         );
-    }
-}
-
-/// `text` on one line, cut at `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let cut: String = flat.chars().take(max).collect();
-        format!("{cut}…")
     }
 }

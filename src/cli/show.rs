@@ -75,3 +75,14 @@ pub fn status_line(answer: &Answer) -> String {
     line.push_str(&format!("; trace {}", outcome.trace_id));
     line
 }
+
+/// `text` on one line, cut at `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}

@@ -10,6 +10,7 @@ use baton::store::Store;
 use baton::store::journal::{Journal, JournalRecord, RequestState};
 
 use super::admin::Output;
+use super::show::one_line;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -164,15 +165,5 @@ pub fn describe(record: &JournalRecord, out: &mut String) {
             );
         }
         RequestState::Accepted => {}
-    }
-}
-
-fn one_line(text: &str, max: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let cut: String = flat.chars().take(max).collect();
-        format!("{cut}…")
     }
 }
