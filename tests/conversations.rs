@@ -85,6 +85,26 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Writes `script` to `name` and runs it through support-bot one
+    /// conversation at a time, so that request order is the script's.
+    async fn run_in_order(&self, name: &str, script: &str) -> Output {
+        self.write(name, script);
+        self.baton(
+            &[
+                "run",
+                &support_bot(),
+                "--script",
+                name,
+                "--concurrency",
+                "1",
+            ],
+            None,
+        )
+        .await
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -897,20 +917,7 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
     let script = (0..6)
         .map(|i| format!("{{\"id\": \"c{i}\", \"turns\": [\"Why was I charged twice?\"]}}\n"))
         .collect::<String>();
-    scratch.write("outage.jsonl", &script);
-    let run = scratch
-        .baton(
-            &[
-                "run",
-                &support_bot(),
-                "--script",
-                "outage.jsonl",
-                "--concurrency",
-                "1",
-            ],
-            None,
-        )
-        .await;
+    let run = scratch.run_in_order("outage.jsonl", &script).await;
     assert!(run.status.success(), "{}", text(&run.stderr));
     {
         let sent = received.lock().unwrap();
@@ -988,20 +995,7 @@ async fn the_report_of_a_run_against_a_fault_script_has_the_hand_worked_figures(
             )
         })
         .collect();
-    scratch.write("faults.jsonl", &script);
-    let run = scratch
-        .baton(
-            &[
-                "run",
-                &support_bot(),
-                "--script",
-                "faults.jsonl",
-                "--concurrency",
-                "1",
-            ],
-            None,
-        )
-        .await;
+    let run = scratch.run_in_order("faults.jsonl", &script).await;
     assert!(run.status.success(), "{}", text(&run.stderr));
     let report = scratch.baton(&["report", "--json"], None).await;
     assert!(report.status.success(), "{}", text(&report.stderr));
