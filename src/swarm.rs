@@ -11,7 +11,7 @@ pub mod classify;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The name of an agent, unique within its swarm.
@@ -37,7 +37,7 @@ impl fmt::Display for RouteName {
 }
 
 /// Supervisor classifies and delegates; workers answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Supervisor,
@@ -45,7 +45,7 @@ pub enum Role {
 }
 
 /// High-stakes answers served by a fallback path are queued for review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stakes {
     #[default]
@@ -68,7 +68,7 @@ pub enum Handoff {
 }
 
 /// What a model must be able to do for an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Chat,
