@@ -8,6 +8,7 @@ mod admin;
 mod agents;
 mod ask;
 mod chat;
+mod graph;
 mod init;
 mod launch;
 mod mock_provider;
@@ -85,6 +86,9 @@ enum Command {
     /// apply, history, show, diff, rollback.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// The capability/dependency graph: draw it, find single points of
+    /// failure, an outage's blast radius, policy gaps; diff two versions.
+    Graph(graph::Args),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -111,6 +115,7 @@ pub fn main() -> ExitCode {
         }
         Command::Store(command) => store::run(&cli, command),
         Command::Policy(command) => policy::run(&cli, command),
+        Command::Graph(args) => graph::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
@@ -169,6 +174,7 @@ fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Resu
         Command::Report(args) => Some(report::exec(cli, args, store, out)),
         Command::Store(command) => store::exec(command, store, out),
         Command::Policy(command) => Some(policy::exec(cli, command, store, out)),
+        Command::Graph(args) => Some(graph::exec(cli, args, Some(store), out)),
         _ => None,
     }
 }

@@ -324,6 +324,26 @@ impl DependencyGraph {
             .is_some_and(live::ProviderLive::is_down)
     }
 
+    /// The part of the graph `starts` depend on: every node reachable from
+    /// them along any edge (a swarm's agents, their routes, providers,
+    /// domains...). Live facts are kept.
+    pub fn reachable_from(&self, starts: &[NodeIndex]) -> DependencyGraph {
+        let mut keep = vec![false; self.graph.node_count()];
+        for start in starts {
+            let mut walk = petgraph::visit::Dfs::new(&self.graph, *start);
+            while let Some(index) = walk.next(&self.graph) {
+                keep[index.index()] = true;
+            }
+        }
+        let mut snapshot = self.snapshot();
+        snapshot
+            .nodes
+            .retain(|node| self.index(&node.id()).is_some_and(|i| keep[i.index()]));
+        let mut graph = DependencyGraph::from_snapshot(snapshot);
+        graph.live = self.live.clone();
+        graph
+    }
+
     /// The graph as plain data, sorted, for snapshots and JSON.
     pub fn snapshot(&self) -> Snapshot {
         let mut nodes: Vec<Node> = self.graph.node_weights().cloned().collect();

@@ -26,7 +26,7 @@
 //! | `health`      | provider id, 0x00, time ns u64 BE             | [`health::HealthRecord`]                 |
 //! | `cache`       | request fingerprint, 32 bytes                 | a cached response                        |
 //! | `reviews`     | review id, UTF-8                              | a review item                            |
-//! | `graph`       | policy version, u64 BE                        | a dependency-graph snapshot              |
+//! | `graph`       | policy version, u64 BE                        | [`crate::graph::Snapshot`] ([`graph`])   |
 //! | `keys`        | SHA-256 of the virtual key, 32 bytes          | a virtual key's scope and limits         |
 //! | `idempotency` | SHA-256 of scope and Idempotency-Key          | the first request's result               |
 //! | `knowledge`   | swarm name, UTF-8                             | the swarm's index                        |
@@ -46,6 +46,7 @@ pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod commit;
+pub mod graph;
 pub mod health;
 pub mod journal;
 pub mod policy;

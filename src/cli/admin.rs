@@ -45,7 +45,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn local() -> Output {
+    pub fn local() -> Output {
         Output {
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             author: author_from_env(),
@@ -62,7 +62,7 @@ impl Output {
         }
     }
 
-    fn print(self, code: ExitCode) -> anyhow::Result<ExitCode> {
+    pub fn print(self, code: ExitCode) -> anyhow::Result<ExitCode> {
         eprint!("{}", self.stderr);
         super::print_stdout(&self.stdout)?;
         Ok(code)

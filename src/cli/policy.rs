@@ -264,6 +264,13 @@ fn write_out(version: &PolicyVersion, store: &Store, out: &mut Output) {
         );
         return;
     }
+    if let Err(error) = super::graph::save_snapshot(version, store) {
+        let _ = writeln!(
+            out.stderr,
+            "warning: v{} is active but its dependency graph could not be saved: {error:#}",
+            version.number
+        );
+    }
     policy::prune_written(&state, version.number.saturating_sub(1));
 }
 
