@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use baton::config::duration::parse_duration;
-use baton::config::{Config, EMBEDDED_PATH, DEFAULT_CONFIG};
+use baton::config::{Config, DEFAULT_CONFIG, EMBEDDED_PATH};
 use baton::graph::analysis::{self, Level, Outage, Severity};
 use baton::graph::{self, DependencyGraph, EdgeKind, Node, NodeKind, render};
 use baton::policy;
@@ -131,7 +131,8 @@ fn parse_version(text: &str) -> Result<u64, String> {
 /// Runs against the store (here or through its holder's admin socket)
 /// when there is one, else from the files alone.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let needs_store = args.source.version.is_some() || matches!(args.command, Some(Command::Diff { .. }));
+    let needs_store =
+        args.source.version.is_some() || matches!(args.command, Some(Command::Diff { .. }));
     let files_only = matches!(args.command, Some(Command::Check { .. })) && !needs_store;
     let database = cli.state.join(baton::store::DATABASE_DIR);
     if needs_store || (!files_only && database.exists()) {
@@ -155,7 +156,8 @@ pub fn exec(
     out: &mut Output,
 ) -> anyhow::Result<ExitCode> {
     if let Some(Command::Diff { a, b, json }) = &args.command {
-        let store = store.context("`graph diff` compares stored policy versions; there is no store")?;
+        let store =
+            store.context("`graph diff` compares stored policy versions; there is no store")?;
         let before = stored_graph(store, *a)?.snapshot();
         let after = stored_graph(store, *b)?.snapshot();
         let changes = graph::diff::diff(&before, &after);
@@ -172,8 +174,15 @@ pub fn exec(
     let (mut graph, origin) = load(cli, &args.source, store, files_only, out)?;
     if let (Some(store), false) = (store, files_only) {
         let until = now_ns();
-        let since = until.saturating_sub(args.source.since.as_nanos().min(u128::from(u64::MAX)) as u64);
-        graph.live = Some(graph::live::read(store, &graph, &keys_here(&graph), since, until)?);
+        let since =
+            until.saturating_sub(args.source.since.as_nanos().min(u128::from(u64::MAX)) as u64);
+        graph.live = Some(graph::live::read(
+            store,
+            &graph,
+            &keys_here(&graph),
+            since,
+            until,
+        )?);
     }
     let outage = if args.source.keys_set {
         missing_keys(&graph)
@@ -293,20 +302,30 @@ fn load(
     if let Some(version) = source.version {
         let store = store.context("--version reads the store; there is none")?;
         let graph = stored_graph(store, version)?;
-        return Ok((only_swarms(graph, &source.swarms, out)?, format!("policy v{version}")));
+        return Ok((
+            only_swarms(graph, &source.swarms, out)?,
+            format!("policy v{version}"),
+        ));
     }
     if !files_only && let Some(store) = store {
         let policies = Policies::new(store)?;
         if let Some(active) = policies.active_number()? {
             let graph = stored_graph(store, active)?;
-            return Ok((only_swarms(graph, &source.swarms, out)?, format!("policy v{active} (active)")));
+            return Ok((
+                only_swarms(graph, &source.swarms, out)?,
+                format!("policy v{active} (active)"),
+            ));
         }
     }
     let (config_path, config) = config_here(cli, out)?;
-    let agents = match config_path.as_deref() {
-        Some(path) => path.parent().map_or_else(|| out.cwd.clone(), Path::to_owned).join("agents"),
-        None => out.cwd.join("agents"),
-    };
+    // The swarms beside the config, as `policy apply` takes them; a config
+    // kept apart from any swarms (examples/demo/) is read with ./agents/.
+    let agents = config_path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("agents"))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| out.cwd.join("agents"));
     let dirs: Vec<PathBuf> = if source.swarms.is_empty() {
         if agents.is_dir() {
             template::swarm_dirs(&agents)
@@ -319,7 +338,11 @@ fn load(
             .iter()
             .map(|name| {
                 let path = out.resolve(Path::new(name));
-                if path.is_dir() { path } else { agents.join(name) }
+                if path.is_dir() {
+                    path
+                } else {
+                    agents.join(name)
+                }
             })
             .collect()
     };
@@ -347,20 +370,31 @@ fn config_here(cli: &Cli, out: &Output) -> anyhow::Result<(Option<PathBuf>, Conf
             let config = Config::load(&path)?;
             Ok((Some(path), config))
         }
-        None => Ok((None, Config::parse(DEFAULT_CONFIG, Path::new(EMBEDDED_PATH))?)),
+        None => Ok((
+            None,
+            Config::parse(DEFAULT_CONFIG, Path::new(EMBEDDED_PATH))?,
+        )),
     }
 }
 
 /// Loads each swarm directory against `config` and builds the graph; a
 /// swarm that does not validate is an error with its findings.
-fn build_from(config: &Config, dirs: &[PathBuf], out: &mut Output) -> anyhow::Result<DependencyGraph> {
+fn build_from(
+    config: &Config,
+    dirs: &[PathBuf],
+    out: &mut Output,
+) -> anyhow::Result<DependencyGraph> {
     let mut swarms = Vec::new();
     for dir in dirs {
         match template::load_swarm(dir, config) {
             Ok(loaded) => swarms.push(loaded.swarm),
             Err(error) => {
                 out.stderr.push_str(&error.diagnostics().to_string());
-                anyhow::bail!("{} does not validate; run `baton validate {}`", dir.display(), dir.display());
+                anyhow::bail!(
+                    "{} does not validate; run `baton validate {}`",
+                    dir.display(),
+                    dir.display()
+                );
             }
         }
     }
@@ -378,14 +412,21 @@ fn stored_graph(store: &Store, version: u64) -> anyhow::Result<DependencyGraph> 
 }
 
 fn state_dir(store: &Store) -> PathBuf {
-    store.path().parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
+    store
+        .path()
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
 /// Builds the graph of a version from its files.
 fn version_graph(version: &PolicyVersion, store: &Store) -> anyhow::Result<DependencyGraph> {
     let sources = policy::served_from(version, &state_dir(store))?;
     let config = Config::load(&sources.config)?;
-    let dirs: Vec<PathBuf> = sources.swarms().iter().map(|name| sources.agents.join(name)).collect();
+    let dirs: Vec<PathBuf> = sources
+        .swarms()
+        .iter()
+        .map(|name| sources.agents.join(name))
+        .collect();
     let mut ignored = Output::default();
     build_from(&config, &dirs, &mut ignored)
         .with_context(|| format!("the files of policy v{}", version.number))
@@ -399,7 +440,11 @@ pub fn save_snapshot(version: &PolicyVersion, store: &Store) -> anyhow::Result<(
 }
 
 /// Keeps only the named swarms' agents and contracts.
-fn only_swarms(graph: DependencyGraph, names: &[String], out: &Output) -> anyhow::Result<DependencyGraph> {
+fn only_swarms(
+    graph: DependencyGraph,
+    names: &[String],
+    out: &Output,
+) -> anyhow::Result<DependencyGraph> {
     if names.is_empty() {
         return Ok(graph);
     }
@@ -407,7 +452,8 @@ fn only_swarms(graph: DependencyGraph, names: &[String], out: &Output) -> anyhow
         .iter()
         .map(|name| {
             let path = out.resolve(Path::new(name));
-            path.file_name().map_or_else(|| name.clone(), |n| n.to_string_lossy().into_owned())
+            path.file_name()
+                .map_or_else(|| name.clone(), |n| n.to_string_lossy().into_owned())
         })
         .collect();
     let known: BTreeSet<String> = graph
@@ -427,7 +473,12 @@ fn only_swarms(graph: DependencyGraph, names: &[String], out: &Output) -> anyhow
     Ok(graph.reachable_from(&starts))
 }
 
-fn draw(graph: &DependencyGraph, origin: &str, args: &Args, out: &mut Output) -> anyhow::Result<ExitCode> {
+fn draw(
+    graph: &DependencyGraph,
+    origin: &str,
+    args: &Args,
+    out: &mut Output,
+) -> anyhow::Result<ExitCode> {
     let text = match args.format {
         Format::Text => summary(graph, origin),
         Format::Dot => render::dot(graph),
@@ -438,7 +489,8 @@ fn draw(graph: &DependencyGraph, origin: &str, args: &Args, out: &mut Output) ->
     match &args.output {
         Some(path) => {
             let path = out.resolve(path);
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             let _ = writeln!(out.stderr, "wrote {}", path.display());
         }
         None => out.stdout.push_str(&text),
@@ -489,14 +541,20 @@ fn services_table(services: &[analysis::Service]) -> String {
             vec![
                 format!("{}/{}", s.swarm, s.agent),
                 s.route.clone().unwrap_or_else(|| "-".into()),
-                join_or(&s.requires.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "-"),
+                join_or(
+                    &s.requires.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                    "-",
+                ),
                 format!("{} ({} domain(s))", s.full.len(), s.full_domains.len()),
                 join_or(&s.full, "none"),
                 join_or(&s.degraded, "none"),
             ]
         })
         .collect();
-    table(&["AGENT", "ROUTE", "REQUIRES", "FULL", "FULL VIA", "DEGRADED"], &rows)
+    table(
+        &["AGENT", "ROUTE", "REQUIRES", "FULL", "FULL VIA", "DEGRADED"],
+        &rows,
+    )
 }
 
 fn spof_table(spofs: &[analysis::Spof]) -> String {
@@ -521,13 +579,29 @@ fn spof_table(spofs: &[analysis::Spof]) -> String {
                 format!("{}/{}", s.swarm, s.agent),
                 s.route.clone().unwrap_or_else(|| "-".into()),
                 point,
-                if s.any() { join_or(&s.left, "nothing") } else { "-".into() },
+                if s.any() {
+                    join_or(&s.left, "nothing")
+                } else {
+                    "-".into()
+                },
             ]
         })
         .collect();
     let count = spofs.iter().filter(|s| s.any()).count();
-    let mut text = table(&["AGENT", "ROUTE", "SINGLE POINT OF FAILURE", "LEFT WHEN IT FAILS"], &rows);
-    let _ = writeln!(text, "\n{count} of {} agent(s) have a single point of failure at full service", spofs.len());
+    let mut text = table(
+        &[
+            "AGENT",
+            "ROUTE",
+            "SINGLE POINT OF FAILURE",
+            "LEFT WHEN IT FAILS",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        text,
+        "\n{count} of {} agent(s) have a single point of failure at full service",
+        spofs.len()
+    );
     text
 }
 
@@ -557,7 +631,10 @@ fn blast_table(blast: &analysis::BlastRadius) -> String {
         if items.is_empty() {
             let _ = writeln!(text, "  none affected");
         } else {
-            text.push_str(&table(&["NAME", "IMPACT", "SERVED BY", "DURING THE OUTAGE"], &rows(items)));
+            text.push_str(&table(
+                &["NAME", "IMPACT", "SERVED BY", "DURING THE OUTAGE"],
+                &rows(items),
+            ));
         }
     }
     let _ = writeln!(text, "\nswarms");
@@ -565,8 +642,18 @@ fn blast_table(blast: &analysis::BlastRadius) -> String {
         let _ = writeln!(text, "  none affected");
     }
     for swarm in &blast.swarms {
-        let counts: Vec<String> = swarm.agents.iter().map(|(impact, n)| format!("{n} {impact}")).collect();
-        let _ = writeln!(text, "  {}: {} ({})", swarm.name, swarm.impact.as_str(), counts.join(", "));
+        let counts: Vec<String> = swarm
+            .agents
+            .iter()
+            .map(|(impact, n)| format!("{n} {impact}"))
+            .collect();
+        let _ = writeln!(
+            text,
+            "  {}: {} ({})",
+            swarm.name,
+            swarm.impact.as_str(),
+            counts.join(", ")
+        );
     }
     text
 }
@@ -594,7 +681,11 @@ fn summary(graph: &DependencyGraph, origin: &str) -> String {
             if let Node::Provider { domain, .. } = provider {
                 domains.insert(domain.clone());
                 let down = if graph.is_down(target) { " DOWN" } else { "" };
-                steps.push(format!("{} {} ({domain}){down}", edge.order.unwrap_or(0), provider.label()));
+                steps.push(format!(
+                    "{} {} ({domain}){down}",
+                    edge.order.unwrap_or(0),
+                    provider.label()
+                ));
             }
         }
         let fallbacks: Vec<String> = graph
@@ -602,7 +693,11 @@ fn summary(graph: &DependencyGraph, origin: &str) -> String {
             .into_iter()
             .map(|(target, _)| format!(" ⇢ {}", graph.node(target).label()))
             .collect();
-        let companies = if domains.len() == 1 { "  [one domain]" } else { "" };
+        let companies = if domains.len() == 1 {
+            "  [one domain]"
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
             "  {:<12} {}{}{companies}",
@@ -630,7 +725,10 @@ fn summary(graph: &DependencyGraph, origin: &str) -> String {
         let binding = graph
             .live
             .as_ref()
-            .and_then(|live| live.bindings.get(&format!("agent:{}/{}", service.swarm, service.agent)))
+            .and_then(|live| {
+                live.bindings
+                    .get(&format!("agent:{}/{}", service.swarm, service.agent))
+            })
             .map(|b| format!("; bound to {}", b.provider))
             .unwrap_or_default();
         let _ = writeln!(
@@ -668,7 +766,10 @@ fn summary(graph: &DependencyGraph, origin: &str) -> String {
                         .map(|b| format!(", breaker {b}"))
                         .unwrap_or_default(),
                     facts.attempts,
-                    facts.p95_ms.map(|p| format!(", p95 {p:.0} ms")).unwrap_or_default()
+                    facts
+                        .p95_ms
+                        .map(|p| format!(", p95 {p:.0} ms"))
+                        .unwrap_or_default()
                 );
             }
             let _ = writeln!(text, "{line}");

@@ -176,7 +176,7 @@ pub struct AgentView<'a> {
     pub has_knowledge: bool,
 }
 
-/// Every agent of the graph, swarm by swarm.
+/// Every agent of the graph, sorted by swarm and name.
 pub fn agents(graph: &DependencyGraph) -> Vec<AgentView<'_>> {
     let knowledge: HashMap<&str, bool> = graph
         .nodes_of(NodeKind::Swarm)
@@ -188,7 +188,7 @@ pub fn agents(graph: &DependencyGraph) -> Vec<AgentView<'_>> {
             _ => None,
         })
         .collect();
-    graph
+    let mut agents = graph
         .nodes_of(NodeKind::Agent)
         .filter_map(|(index, node)| match node {
             Node::Agent {
@@ -209,7 +209,9 @@ pub fn agents(graph: &DependencyGraph) -> Vec<AgentView<'_>> {
             }),
             _ => None,
         })
-        .collect()
+        .collect::<Vec<_>>();
+    agents.sort_by(|a, b| (a.swarm, a.name).cmp(&(b.swarm, b.name)));
+    agents
 }
 
 /// Memoised paths: agents of one route with the same requirements share
