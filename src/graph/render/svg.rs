@@ -32,7 +32,7 @@ const COLUMN_GAP: f64 = 96.0;
 const ARC_ROOM: f64 = 48.0;
 const CLUSTER_PAD: f64 = 12.0;
 const CLUSTER_HEADER: f64 = 24.0;
-const CLUSTER_GAP: f64 = 28.0;
+const CLUSTER_GAP: f64 = 40.0;
 /// How far a route's pointed ends stick out.
 const ROUTE_POINT: f64 = 9.0;
 const NOTE_FOLD: f64 = 9.0;
@@ -94,6 +94,8 @@ impl Rect {
 struct Cluster {
     name: String,
     rect: Rect,
+    /// The backing of its "domain NAME" label, drawn over the edges.
+    label: Rect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,6 +111,10 @@ struct RoutedEdge {
     /// Index into the drawing's edges.
     edge: usize,
     path: String,
+    /// The curve arriving at the target, where the failover order goes.
+    last_curve: [Point; 4],
+    /// Where along `last_curve` the order would best go (0 = its start).
+    label_along: f64,
     /// Where the failover order is written, near the target.
     label_at: Point,
 }
@@ -484,6 +490,12 @@ fn layout(drawing: &Drawing) -> Layout {
             }
         }
         for (name, top, bottom) in stacked.clusters {
+            let label = Rect {
+                x: column_x[column] + CLUSTER_PAD - 3.0,
+                y: offset + top + 5.0,
+                width: text_width(&format!("domain {name}"), DETAIL_SIZE + 1.0, CHAR_WIDTH) + 6.0,
+                height: 15.0,
+            };
             clusters.push(Cluster {
                 name,
                 rect: Rect {
@@ -492,13 +504,14 @@ fn layout(drawing: &Drawing) -> Layout {
                     width: column_width[column],
                     height: bottom - top,
                 },
+                label,
             });
             obstacles[column].push((offset + top, offset + bottom));
         }
         obstacles[column].sort_by(|a, b| a.0.total_cmp(&b.0));
     }
 
-    let edges = route_edges(
+    let mut edges = route_edges(
         &links,
         &boxes,
         nodes,
@@ -507,6 +520,10 @@ fn layout(drawing: &Drawing) -> Layout {
         &column_width,
         &obstacles,
     );
+
+    let mut label_obstacles = boxes.clone();
+    label_obstacles.extend(clusters.iter().map(|c| c.label));
+    place_labels(&mut edges, drawing, &label_obstacles);
 
     let content_bottom = MARGIN + tallest;
     let legend_top = content_bottom + LEGEND_GAP;
@@ -635,7 +652,8 @@ fn route_edges(
         .enumerate()
         .map(|(link, &(edge, from, to))| {
             let (a, b) = (start[link], end[link]);
-            let (path, label_at) = match sides(from, to) {
+            let mut label_along = 0.8;
+            let (path, last_curve) = match sides(from, to) {
                 (Side::Right, Side::Left) => {
                     let mut through = waypoints[link].clone();
                     through.sort_by_key(|w| w.0);
@@ -653,8 +671,8 @@ fn route_edges(
                     points.push(b);
                     // Neighbouring ends write their numbers at staggered
                     // distances from the box, so the circles do not pile up.
-                    let along = 0.84 - 0.14 * (end_rank[link] % 3) as f64;
-                    threaded_path(&points, along)
+                    label_along = 0.84 - 0.14 * (end_rank[link] % 3) as f64;
+                    threaded_path(&points)
                 }
                 (from_side, _) => {
                     // Within a column or backwards: loop out to one side,
@@ -686,17 +704,54 @@ fn route_edges(
                             num(b.x),
                             num(b.y)
                         ),
-                        bezier(a, c1, c2, b, 0.8),
+                        [a, c1, c2, b],
                     )
                 }
             };
             RoutedEdge {
                 edge,
                 path,
-                label_at,
+                last_curve,
+                label_along,
+                label_at: bezier(last_curve, label_along),
             }
         })
         .collect()
+}
+
+fn label_radius(label: &str) -> f64 {
+    (text_width(label, 9.0, CHAR_WIDTH) / 2.0 + 3.5).max(7.0)
+}
+
+/// Moves failover numbers along their curves, off boxes and off each
+/// other, where a free spot exists; else leaves them where they were meant.
+fn place_labels(edges: &mut [RoutedEdge], drawing: &Drawing, obstacles: &[Rect]) {
+    const ALONG: [f64; 8] = [0.84, 0.7, 0.56, 0.92, 0.42, 0.3, 0.2, 0.1];
+    let mut placed: Vec<(Point, f64)> = Vec::new();
+    for routed in edges.iter_mut() {
+        let Some(label) = &drawing.edges[routed.edge].label else {
+            continue;
+        };
+        let radius = label_radius(label);
+        let free = |at: Point| {
+            placed.iter().all(|(other, other_radius)| {
+                (at.x - other.x).hypot(at.y - other.y) >= radius + other_radius + 1.0
+            }) && obstacles.iter().all(|rect| {
+                at.x + radius <= rect.x
+                    || at.x - radius >= rect.right()
+                    || at.y + radius <= rect.y
+                    || at.y - radius >= rect.bottom()
+            })
+        };
+        let preferred = bezier(routed.last_curve, routed.label_along);
+        let chosen = std::iter::once(routed.label_along)
+            .chain(ALONG)
+            .map(|t| bezier(routed.last_curve, t))
+            .find(|&at| free(at))
+            .unwrap_or(preferred);
+        routed.label_at = chosen;
+        placed.push((chosen, radius));
+    }
 }
 
 /// The free vertical stretches of a column, including above and below it.
@@ -728,9 +783,9 @@ fn distance_to(y: f64, gap: (f64, f64)) -> f64 {
 
 /// A path through `points`: S-curves between columns, straight through
 /// the gaps of the columns crossed.
-fn threaded_path(points: &[Point], label_along: f64) -> (String, Point) {
+fn threaded_path(points: &[Point]) -> (String, [Point; 4]) {
     let mut path = String::new();
-    let mut label_at = points.last().copied().unwrap_or(Point { x: 0.0, y: 0.0 });
+    let mut last_curve = [Point { x: 0.0, y: 0.0 }; 4];
     if let Some(first) = points.first() {
         let _ = write!(path, "M{} {}", num(first.x), num(first.y));
     }
@@ -754,12 +809,12 @@ fn threaded_path(points: &[Point], label_along: f64) -> (String, Point) {
             num(q.x),
             num(q.y)
         );
-        label_at = bezier(p, c1, c2, q, label_along);
+        last_curve = [p, c1, c2, q];
     }
-    (path, label_at)
+    (path, last_curve)
 }
 
-fn bezier(p0: Point, p1: Point, p2: Point, p3: Point, t: f64) -> Point {
+fn bezier([p0, p1, p2, p3]: [Point; 4], t: f64) -> Point {
     let u = 1.0 - t;
     let (a, b, c, d) = (u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t);
     Point {
@@ -858,14 +913,11 @@ fn render(drawing: &Drawing, layout: &Layout) -> String {
         let rect = &cluster.rect;
         let _ = writeln!(
             out,
-            "<g class=\"cluster\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"10\" fill=\"#fafafa\" stroke=\"#8a8a8a\" stroke-dasharray=\"5 4\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#5f5f5f\">domain {}</text></g>",
+            "<g class=\"cluster\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"10\" fill=\"#fafafa\" stroke=\"#8a8a8a\" stroke-dasharray=\"5 4\"/></g>",
             num(rect.x),
             num(rect.y),
             num(rect.width),
             num(rect.height),
-            num(rect.x + CLUSTER_PAD),
-            num(rect.y + 16.0),
-            escape(&cluster.name)
         );
     }
 
@@ -887,7 +939,7 @@ fn render(drawing: &Drawing, layout: &Layout) -> String {
             style.stroke
         );
         if let Some(label) = &edge.label {
-            let radius = (text_width(label, 9.0, CHAR_WIDTH) / 2.0 + 3.5).max(7.0);
+            let radius = label_radius(label);
             let at = routed.label_at;
             let _ = write!(
                 out,
@@ -902,6 +954,23 @@ fn render(drawing: &Drawing, layout: &Layout) -> String {
             );
         }
         out.push_str("</g>\n");
+    }
+
+    // Labels after the edges, so an edge crossing a domain's corner does
+    // not strike through its name.
+    for cluster in &layout.clusters {
+        let label = &cluster.label;
+        let _ = writeln!(
+            out,
+            "<g class=\"cluster-label\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"3\" fill=\"#fafafa\" fill-opacity=\"0.9\" stroke=\"none\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#5f5f5f\">domain {}</text></g>",
+            num(label.x),
+            num(label.y),
+            num(label.width),
+            num(label.height),
+            num(label.x + 3.0),
+            num(label.y + 11.5),
+            escape(&cluster.name)
+        );
     }
 
     for (node, rect) in drawing.nodes.iter().zip(&layout.boxes) {
