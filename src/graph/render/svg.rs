@@ -1396,4 +1396,33 @@ mod tests {
         assert!(document.contains("stroke-dasharray=\"6 4\" marker-end"));
         assert!(document.contains(">7</text>"));
     }
+
+    #[test]
+    fn failover_numbers_sit_clear_of_boxes_and_each_other() {
+        for swarms in [&["support-bot"][..], &["support-bot", "knowledge-qa"]] {
+            let drawn = drawing(&shipped(swarms));
+            let layout = layout(&drawn);
+            let labels: Vec<(Point, f64)> = layout
+                .edges
+                .iter()
+                .filter_map(|routed| {
+                    let label = drawn.edges[routed.edge].label.as_deref()?;
+                    Some((routed.label_at, label_radius(label)))
+                })
+                .collect();
+            assert!(!labels.is_empty());
+            for (i, (at, radius)) in labels.iter().enumerate() {
+                let circle = Rect {
+                    x: at.x - radius,
+                    y: at.y - radius,
+                    width: 2.0 * radius,
+                    height: 2.0 * radius,
+                };
+                assert!(layout.boxes.iter().all(|rect| !rect.overlaps(&circle)));
+                for (other, other_radius) in &labels[i + 1..] {
+                    assert!((at.x - other.x).hypot(at.y - other.y) >= radius + other_radius);
+                }
+            }
+        }
+    }
 }
