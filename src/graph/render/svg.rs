@@ -474,19 +474,45 @@ fn layout(drawing: &Drawing) -> Layout {
     let mut clusters = Vec::new();
     // Per column: what an edge passing through must avoid.
     let mut obstacles: Vec<Vec<(f64, f64)>> = vec![Vec::new(); count];
+    // Swarms and contracts hang off agents, so they slide to sit beside
+    // them; the busier columns stay centred, which keeps their many edges
+    // short on both sides.
+    let mut centres = columns.centres();
+    let attached = [
+        column_rank(NodeKind::Swarm),
+        column_rank(NodeKind::Contract),
+    ];
+    let loose: Vec<usize> = (0..count)
+        .filter(|&c| attached.contains(&ranks[c]))
+        .collect();
+    for column in loose.iter().copied() {
+        let members = &columns.order[column];
+        let tops = pull_towards_neighbours(members, &heights, &neighbours, &centres, tallest);
+        for (&node, top) in members.iter().zip(tops) {
+            centres[node] = top - MARGIN + heights[node] / 2.0;
+        }
+    }
     for (column, members) in columns.order.iter().enumerate() {
         let stacked = stack(members, nodes, &heights);
         let offset = MARGIN + (tallest - stacked.height) / 2.0;
-        for (&node, top) in members.iter().zip(&stacked.tops) {
+        let tops: Vec<f64> = if !loose.contains(&column) {
+            stacked.tops.iter().map(|top| offset + top).collect()
+        } else {
+            members
+                .iter()
+                .map(|&node| MARGIN + centres[node] - heights[node] / 2.0)
+                .collect()
+        };
+        for (&node, &top) in members.iter().zip(&tops) {
             let (width, height) = sizes[node];
             boxes[node] = Rect {
                 x: column_x[column] + (column_width[column] - width) / 2.0,
-                y: offset + top,
+                y: top,
                 width,
                 height,
             };
             if nodes[node].cluster.is_none() {
-                obstacles[column].push((offset + top, offset + top + height));
+                obstacles[column].push((top, top + height));
             }
         }
         for (name, top, bottom) in stacked.clusters {
@@ -536,6 +562,41 @@ fn layout(drawing: &Drawing) -> Layout {
         edges,
         legend_top,
     }
+}
+
+/// The tops of a column's boxes, each moved towards the mean height of
+/// its neighbours (a swarm beside its supervisor) as far as the order and
+/// the spacing allow, within the drawing's height.
+fn pull_towards_neighbours(
+    members: &[usize],
+    heights: &[f64],
+    neighbours: &[Vec<usize>],
+    centres: &[f64],
+    tallest: f64,
+) -> Vec<f64> {
+    let mut tops: Vec<f64> = members
+        .iter()
+        .map(|&node| {
+            let centre = if neighbours[node].is_empty() {
+                centres[node]
+            } else {
+                neighbours[node].iter().map(|&n| centres[n]).sum::<f64>()
+                    / neighbours[node].len() as f64
+            };
+            MARGIN + centre - heights[node] / 2.0
+        })
+        .collect();
+    let mut floor = MARGIN;
+    for (top, &node) in tops.iter_mut().zip(members) {
+        *top = top.max(floor);
+        floor = *top + heights[node] + NODE_GAP;
+    }
+    let mut ceiling = MARGIN + tallest;
+    for (top, &node) in tops.iter_mut().zip(members).rev() {
+        *top = top.min(ceiling - heights[node]);
+        ceiling = *top - NODE_GAP;
+    }
+    tops
 }
 
 /// The x where an edge end touches `node`'s box at height `y`: a route's
