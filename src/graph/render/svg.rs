@@ -1160,8 +1160,9 @@ fn render_node(out: &mut String, node: &DrawNode, rect: &Rect) {
 }
 
 /// The legend's entries: a sample of the mark, then what it means.
-const LEGEND: [(&str, &str); 5] = [
+const LEGEND: [(&str, &str); 6] = [
     ("solid", "served by / delegates"),
+    ("bound", "bound to"),
     ("dashed", "falls back to"),
     ("dotted", "requires"),
     ("order", "failover order"),
@@ -1183,18 +1184,25 @@ fn render_legend(out: &mut String, top: f64) {
     let middle = top + LEGEND_HEIGHT / 2.0;
     let mut x = MARGIN;
     for (sample, text) in LEGEND {
-        let line = |dash: &str| {
+        let line = |kind: EdgeKind| {
+            let style = edge_style(kind);
+            let dash = style
+                .dash
+                .map(|d| format!(" stroke-dasharray=\"{d}\""))
+                .unwrap_or_default();
             format!(
-                "<path d=\"M{} {} L{} {}\" stroke=\"#505050\" stroke-width=\"1.3\"{dash} marker-end=\"url(#arrow)\"/>",
+                "<path d=\"M{} {} L{} {}\" stroke=\"{}\" stroke-width=\"1.3\"{dash} marker-end=\"url(#arrow)\"/>",
                 num(x),
                 num(middle),
                 num(x + LEGEND_SAMPLE),
-                num(middle)
+                num(middle),
+                style.stroke
             )
         };
         let mark = match sample {
-            "dashed" => line(" stroke-dasharray=\"6 4\""),
-            "dotted" => line(" stroke-dasharray=\"1.5 3\""),
+            "bound" => line(EdgeKind::BoundTo),
+            "dashed" => line(EdgeKind::FallsBackTo),
+            "dotted" => line(EdgeKind::Requires),
             "order" => format!(
                 "<circle cx=\"{}\" cy=\"{}\" r=\"7\" fill=\"#ffffff\" stroke=\"#505050\"/><text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"middle\">1</text>",
                 num(x + LEGEND_SAMPLE / 2.0),
@@ -1209,7 +1217,7 @@ fn render_legend(out: &mut String, top: f64) {
                 num(LEGEND_SAMPLE - 8.0),
                 num(LEGEND_HEIGHT - 2.0)
             ),
-            _ => line(""),
+            _ => line(EdgeKind::ServedBy),
         };
         out.push_str(&mark);
         let _ = write!(
