@@ -729,4 +729,26 @@ fn live_facts_reach_the_json_and_the_drawings() {
     }));
     let text = repo.ok(&["graph"]);
     assert!(text.contains("1 openai-direct (openai) DOWN"), "{text}");
+    let svg = repo.ok(&["graph", "--format", "svg"]);
+    let down: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.contains("<g class=\"node provider down\""))
+        .collect();
+    assert_eq!(down.len(), 1, "{svg}");
+    assert!(down[0].contains("id=\"provider:openai-direct\""));
+}
+
+#[test]
+fn the_readme_picture_is_what_the_tool_draws() {
+    let graph = load(
+        &root().join("baton.toml"),
+        &[root().join("agents/support-bot")],
+    );
+    let swarm = graph.index("swarm:support-bot").unwrap();
+    let drawn = graph::render::svg::svg(&graph.reachable_from(&[swarm]));
+    let committed = std::fs::read_to_string(root().join("docs/support-bot-graph.svg")).unwrap();
+    assert!(
+        drawn == committed,
+        "docs/support-bot-graph.svg is stale: run `baton graph --swarm support-bot --format svg -o docs/support-bot-graph.svg`"
+    );
 }
