@@ -16,6 +16,7 @@ mod policy;
 mod report;
 mod review;
 mod run;
+mod serve;
 mod show;
 mod status;
 mod store;
@@ -70,6 +71,8 @@ enum Command {
     Chat(chat::Args),
     /// Run a script of conversations against a swarm and summarise them.
     Run(run::Args),
+    /// The OpenAI-compatible HTTP gateway over the policy's routes and swarms.
+    Serve(serve::Args),
     /// The review queue: answers of high-stakes agents served by a fallback.
     #[command(subcommand)]
     Review(review::Command),
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Ask(args) => ask::run(&cli, args),
         Command::Chat(args) => chat::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
+        Command::Serve(args) => serve::run(&cli, args),
         Command::Review(command) => review::run(&cli, command),
         Command::Trace(args) => admin::with_store(&cli, |store, out| trace::exec(args, store, out)),
         Command::Status(args) => {

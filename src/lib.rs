@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod config;
 pub mod context;
 pub mod diagnostic;
+pub mod gateway;
 pub mod graph;
 pub mod knowledge;
 pub mod policy;

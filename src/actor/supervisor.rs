@@ -429,7 +429,8 @@ impl Actor for SwarmSupervisor {
                     .filter(|(next, _)| !pending.chain.contains(next));
                 match next {
                     Some((next, brief)) => {
-                        let entries = attempt_entries(&state.router, &agent, &outcome.attempts);
+                        let entries =
+                            attempt_entries(&state.router, Some(&agent), &outcome.attempts);
                         pending.attempts.extend(entries);
                         // The next worker gets the question and this step's
                         // result as its brief, with the same history.
@@ -742,16 +743,17 @@ fn classification_entry(classification: &Classification) -> ClassificationEntry 
     }
 }
 
-/// The journal's view of a step's attempts.
-fn attempt_entries(
+/// The journal's view of a step's attempts (`worker` is `None` for a
+/// request routed without a swarm).
+pub fn attempt_entries(
     router: &Router,
-    worker: &AgentId,
+    worker: Option<&AgentId>,
     attempts: &[AttemptRecord],
 ) -> Vec<AttemptEntry> {
     attempts
         .iter()
         .map(|attempt| AttemptEntry {
-            worker: Some(worker.0.clone()),
+            worker: worker.map(|w| w.0.clone()),
             provider: attempt.provider.0.clone(),
             reason: serde_json::to_value(attempt.reason)
                 .ok()
@@ -919,7 +921,7 @@ fn journal_end(
         Ok(answer) => {
             attempts.extend(attempt_entries(
                 &state.router,
-                &worker,
+                Some(&worker),
                 &answer.outcome.attempts,
             ));
             Ending::Completed {
@@ -935,7 +937,11 @@ fn journal_end(
         }
         Err(error) => {
             if let AskError::Route(route) = error {
-                attempts.extend(attempt_entries(&state.router, &worker, route.attempts()));
+                attempts.extend(attempt_entries(
+                    &state.router,
+                    Some(&worker),
+                    route.attempts(),
+                ));
             }
             Ending::Failed {
                 chain,

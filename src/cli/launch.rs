@@ -97,9 +97,15 @@ pub fn hold_store(
 /// command line names, and starts it. Config warnings and the swarm's
 /// diagnostics go to stderr. Must be called inside a Tokio runtime.
 pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
+    launch_swarms(cli, &[swarm.to_owned()]).await
+}
+
+/// Starts `swarms` (every swarm of the policy, or under `./agents/`, when
+/// empty) in one engine, as [`launch`] does one.
+pub async fn launch_swarms(cli: &Cli, swarms: &[String]) -> anyhow::Result<Running> {
     let file_config = cli.config();
     let store = hold_store(cli, &reload::store_settings(&file_config))?;
-    let source = reload::source(&cli.state, file_config, store.as_ref(), swarm)?;
+    let source = reload::source(&cli.state, file_config, store.as_ref(), swarms)?;
     // One alert task for the process: every engine reports to it, and a
     // new policy version brings its `[alerts]` rules with it.
     let alerts = match &store {
@@ -123,10 +129,16 @@ pub async fn launch(cli: &Cli, swarm: &str) -> anyhow::Result<Running> {
         }),
     };
     let engine = reload::start(&source, store.as_ref(), &hooks).await?;
-    let name = engine.swarm.name.clone();
+    let name = engine.swarm_names().first().cloned().unwrap_or_default();
     let engines = reload::Engines::new(engine, hooks);
     if let Some(store) = &store {
-        engines.follow(store, &cli.state, &name);
+        // A newer version serves the same swarms: those named, or all of it.
+        let names = if swarms.is_empty() {
+            Vec::new()
+        } else {
+            engines.current().swarm_names()
+        };
+        engines.follow(store, &cli.state, &names);
     }
     let (reviews, admin) = match &store {
         Some(store) => (
@@ -215,10 +227,12 @@ impl Running {
         let (mut failed, mut resumed) = (0, 0);
         let engine = self.engines.current();
         for record in open {
-            let ours = record.swarm.as_deref() == Some(engine.swarm.name.as_str());
-            if ours && record.on_interrupt == OnInterrupt::Resume {
+            let supervisor = record
+                .swarm
+                .as_deref()
+                .and_then(|swarm| engine.supervisor_of(swarm));
+            if let (Some(supervisor), OnInterrupt::Resume) = (supervisor, record.on_interrupt) {
                 resumed += 1;
-                let supervisor = engine.supervisor();
                 let trace_id = record.trace_id;
                 let deadline = engine.longest_deadline + CALL_SLACK;
                 let task = tokio::spawn(async move {
@@ -281,6 +295,16 @@ impl Running {
         };
         let item = reviews.add(NewReview::from_answer(&self.name, question, answer))?;
         Ok(Some(item.id))
+    }
+
+    /// The engines serving, for the gateway.
+    pub fn engines(&self) -> Arc<dyn baton::gateway::Engines> {
+        self.engines.clone()
+    }
+
+    /// The store this process holds, if it could open it.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// Drops a finished conversation's history.

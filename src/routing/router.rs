@@ -409,6 +409,13 @@ impl Router {
     }
 
     /// The route's deadline for a whole request, if it exists.
+    /// The names of the routes, sorted.
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.routes.keys().map(|r| r.0.clone()).collect();
+        names.sort();
+        names
+    }
+
     pub fn route_spec(&self, route: &RouteName) -> Option<&Route> {
         self.routes.get(route).map(|r| &r.spec)
     }

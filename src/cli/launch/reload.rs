@@ -46,10 +46,11 @@ use tokio::task::JoinHandle;
 
 use super::CALL_SLACK;
 
-/// Where the swarm and its config come from.
+/// Where the swarms and their config come from.
 pub struct Source {
     pub config: Config,
-    pub dir: PathBuf,
+    /// One directory per swarm served.
+    pub dirs: Vec<PathBuf>,
     /// The policy version serving, if one does.
     pub version: Option<u64>,
 }
@@ -61,14 +62,15 @@ pub fn store_settings(config: &anyhow::Result<Config>) -> StoreSettings {
     config.as_ref().map(|c| c.store.clone()).unwrap_or_default()
 }
 
-/// Finds what serves `swarm`: the active policy of `store` (or, without
-/// the store, the newest version written out in the state directory),
-/// else the config file and the swarm directory.
+/// Finds what serves `swarms` (every swarm when empty): the active policy
+/// of `store` (or, without the store, the newest version written out in
+/// the state directory), else the config file and the swarm directories
+/// (every one under `./agents/` when none is named).
 pub fn source(
     state_dir: &Path,
     file_config: anyhow::Result<Config>,
     store: Option<&Store>,
-    swarm: &str,
+    swarms: &[String],
 ) -> anyhow::Result<Source> {
     let active = match store {
         Some(store) => policy::active_sources(store, state_dir)
@@ -78,9 +80,23 @@ pub fn source(
     let Some(active) = active else {
         let config = file_config?;
         eprint!("{}", config.warnings);
+        let dirs = if swarms.is_empty() {
+            // Routes alone can be served: no ./agents/ is no swarm.
+            let agents = Path::new("agents");
+            if agents.is_dir() {
+                template::swarm_dirs(agents)
+            } else {
+                Vec::new()
+            }
+        } else {
+            swarms
+                .iter()
+                .map(|swarm| template::resolve_swarm_dir(swarm))
+                .collect()
+        };
         return Ok(Source {
             config,
-            dir: template::resolve_swarm_dir(swarm),
+            dirs,
             version: None,
         });
     };
@@ -97,7 +113,7 @@ pub fn source(
     );
     Ok(Source {
         config: load_version_config(&active)?,
-        dir: version_swarm_dir(&active, swarm)?,
+        dirs: version_swarm_dirs(&active, swarms)?,
         version: Some(active.version),
     })
 }
@@ -117,6 +133,21 @@ fn load_version_config(active: &ActiveSources) -> anyhow::Result<Config> {
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The stored directories of `swarms`, or of every swarm of the version.
+fn version_swarm_dirs(active: &ActiveSources, swarms: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if swarms.is_empty() {
+        return Ok(active
+            .swarms()
+            .iter()
+            .map(|name| active.agents.join(name))
+            .collect());
+    }
+    swarms
+        .iter()
+        .map(|swarm| version_swarm_dir(active, swarm))
+        .collect()
 }
 
 fn version_swarm_dir(active: &ActiveSources, swarm: &str) -> anyhow::Result<PathBuf> {
@@ -142,14 +173,22 @@ pub struct Hooks {
     pub started: Option<Started>,
 }
 
-/// Everything built from one version of the config and swarm.
+/// One swarm of an engine.
+struct Slot {
+    swarm: Arc<Swarm>,
+    knowledge: Option<Arc<KnowledgeIndex>>,
+    /// Replaced when the root has restarted it.
+    supervisor: Mutex<ActorRef<SupervisorMsg>>,
+}
+
+/// Everything built from one version of the config and swarms.
 pub struct Engine {
     pub version: Option<u64>,
-    /// The swarm's supervisor; replaced when the root has restarted it.
-    supervisor: Mutex<ActorRef<SupervisorMsg>>,
+    /// In the order of the source's directories; the first is the swarm
+    /// of the commands that talk to one.
+    slots: Vec<Slot>,
     pub root: ActorRef<BatonMsg>,
-    pub swarm: Arc<Swarm>,
-    knowledge: Option<Arc<KnowledgeIndex>>,
+    pub router: Arc<Router>,
     handle: Mutex<Option<JoinHandle<()>>>,
     /// The longest a request can take: every step of the longest possible
     /// delegation chain (each worker once), plus one hand-over to a
@@ -160,7 +199,7 @@ pub struct Engine {
     idle: Notify,
 }
 
-/// Loads the swarm of `source` and starts an engine for it.
+/// Loads the swarms of `source` and starts an engine for them.
 pub async fn start(
     source: &Source,
     store: Option<&Store>,
@@ -168,30 +207,39 @@ pub async fn start(
 ) -> anyhow::Result<Engine> {
     let Source {
         config,
-        dir,
+        dirs,
         version,
     } = source;
-    let loaded = match template::load_swarm(dir, config) {
-        Ok(loaded) => loaded.swarm,
-        Err(error) => {
-            eprint!("{}", error.diagnostics());
-            anyhow::bail!("swarm {} did not load (see above)", dir.display());
-        }
-    };
-    let knowledge = if loaded.knowledge.is_empty() {
-        None
-    } else {
-        let index = KnowledgeIndex::build(&dir.join("knowledge"), &loaded.knowledge)
-            .context("cannot index the swarm's knowledge base")?;
-        Some(Arc::new(index))
-    };
+    let mut loaded_swarms = Vec::new();
+    for dir in dirs {
+        let loaded = match template::load_swarm(dir, config) {
+            Ok(loaded) => loaded.swarm,
+            Err(error) => {
+                eprint!("{}", error.diagnostics());
+                anyhow::bail!("swarm {} did not load (see above)", dir.display());
+            }
+        };
+        let knowledge = if loaded.knowledge.is_empty() {
+            None
+        } else {
+            let index = KnowledgeIndex::build(&dir.join("knowledge"), &loaded.knowledge)
+                .with_context(|| format!("cannot index the knowledge base of {}", loaded.name))?;
+            Some(Arc::new(index))
+        };
+        loaded_swarms.push((Arc::new(loaded), knowledge));
+    }
+    let most_workers = loaded_swarms
+        .iter()
+        .map(|(swarm, _)| swarm.workers().count())
+        .max()
+        .unwrap_or(0);
     let longest_deadline = config
         .routes
         .values()
         .map(|r| r.deadlines.total)
         .max()
         .unwrap_or(Duration::from_secs(120))
-        * (loaded.workers().count() as u32 + 1);
+        * (most_workers as u32 + 1);
     let pool = Pool::from_config(config).context("cannot build the provider pool")?;
     let router = Arc::new(Router::new(config, pool).context("cannot build the router")?);
     if let Some(store) = store {
@@ -211,21 +259,27 @@ pub async fn start(
     if let Some(started) = &hooks.started {
         started(&router, config);
     }
-    let loaded = Arc::new(loaded);
-    let supervisor = match start_swarm(&root, loaded.clone(), knowledge.clone()).await {
-        Ok(supervisor) => supervisor,
-        Err(error) => {
-            root.stop(None);
-            let _ = handle.await;
-            return Err(anyhow::Error::msg(error).context("cannot start the swarm supervisor"));
+    let mut slots = Vec::new();
+    for (swarm, knowledge) in loaded_swarms {
+        match start_swarm(&root, swarm.clone(), knowledge.clone()).await {
+            Ok(supervisor) => slots.push(Slot {
+                swarm,
+                knowledge,
+                supervisor: Mutex::new(supervisor),
+            }),
+            Err(error) => {
+                root.stop(None);
+                let _ = handle.await;
+                return Err(anyhow::Error::msg(error)
+                    .context(format!("cannot start the supervisor of {}", swarm.name)));
+            }
         }
-    };
+    }
     Ok(Engine {
         version: *version,
-        supervisor: Mutex::new(supervisor),
+        slots,
         root,
-        swarm: loaded,
-        knowledge,
+        router,
         handle: Mutex::new(Some(handle)),
         longest_deadline,
         busy: AtomicUsize::new(0),
@@ -234,20 +288,45 @@ pub async fn start(
 }
 
 impl Engine {
+    /// The first swarm's supervisor (the swarm of `ask`, `chat`, `run`).
     pub fn supervisor(&self) -> ActorRef<SupervisorMsg> {
-        self.supervisor
+        self.slots[0]
+            .supervisor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Points later questions at the supervisor the root restarted, if it
+    /// The supervisor of the swarm named `name`, if this engine serves it.
+    pub fn supervisor_of(&self, name: &str) -> Option<ActorRef<SupervisorMsg>> {
+        self.slots
+            .iter()
+            .find(|slot| slot.swarm.name == name)
+            .map(|slot| {
+                slot.supervisor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+    }
+
+    /// The names of the swarms served, in order.
+    pub fn swarm_names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .map(|slot| slot.swarm.name.clone())
+            .collect()
+    }
+
+    /// Points later questions at the supervisors the root restarted, if it
     /// did (after too many failures it does not, and they fail clearly).
     pub async fn refresh(&self) {
-        if let Ok(restarted) =
-            start_swarm(&self.root, self.swarm.clone(), self.knowledge.clone()).await
-        {
-            *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
+        for slot in &self.slots {
+            if let Ok(restarted) =
+                start_swarm(&self.root, slot.swarm.clone(), slot.knowledge.clone()).await
+            {
+                *slot.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
+            }
         }
     }
 
@@ -285,6 +364,35 @@ impl Engine {
         })
         .await
         .is_ok()
+    }
+}
+
+impl baton::gateway::Engine for Engine {
+    fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    fn supervisor(&self, name: &str) -> Option<ActorRef<SupervisorMsg>> {
+        self.supervisor_of(name)
+    }
+
+    fn swarms(&self) -> Vec<String> {
+        self.swarm_names()
+    }
+
+    fn deadline(&self) -> Duration {
+        self.longest_deadline + CALL_SLACK
+    }
+}
+
+impl baton::gateway::Engines for Engines {
+    fn enter(&self) -> baton::gateway::Entered {
+        let engine = self.current();
+        let busy = engine.enter();
+        baton::gateway::Entered {
+            engine,
+            guard: Box::new(busy),
+        }
     }
 }
 
@@ -349,7 +457,7 @@ impl Engines {
 
     /// Follows the store's active policy version: each new one is built
     /// and switched to. Must be called inside a Tokio runtime.
-    pub fn follow(self: &Arc<Self>, store: &Store, state_dir: &Path, swarm: &str) {
+    pub fn follow(self: &Arc<Self>, store: &Store, state_dir: &Path, swarms: &[String]) {
         let mut active = match baton::store::policy::watch_active(store) {
             Ok(active) => active,
             Err(error) => {
@@ -360,7 +468,7 @@ impl Engines {
             }
         };
         let engines = Arc::downgrade(self);
-        let (store, state_dir, swarm) = (store.clone(), state_dir.to_owned(), swarm.to_owned());
+        let (store, state_dir, swarms) = (store.clone(), state_dir.to_owned(), swarms.to_vec());
         let task = tokio::spawn(async move {
             while active.changed().await.is_ok() {
                 let number = *active.borrow_and_update();
@@ -371,10 +479,10 @@ impl Engines {
                 if number == 0 || serving == Some(number) {
                     continue;
                 }
-                match build(&store, &state_dir, &swarm, &engines.hooks).await {
+                match build(&store, &state_dir, &swarms, &engines.hooks).await {
                     Ok(engine) => {
                         let version = engine.version;
-                        let name = engine.swarm.name.clone();
+                        let name = engine.swarm_names().join(", ");
                         engines.switch(engine);
                         eprintln!(
                             "-- policy v{} serves {name} now (was {}); requests already asked finish on the old one",
@@ -418,14 +526,14 @@ impl Engines {
 async fn build(
     store: &Store,
     state_dir: &Path,
-    swarm: &str,
+    swarms: &[String],
     hooks: &Hooks,
 ) -> anyhow::Result<Engine> {
     let active =
         policy::active_sources(store, state_dir)?.context("the store has no active policy")?;
     let source = Source {
         config: load_version_config(&active)?,
-        dir: version_swarm_dir(&active, swarm)?,
+        dirs: version_swarm_dirs(&active, swarms)?,
         version: Some(active.version),
     };
     start(&source, Some(store), hooks).await
