@@ -503,12 +503,13 @@ async fn readyz_turns_503_when_every_provider_of_a_route_is_down_and_metrics_par
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str, label: (&str, &str)| -> Option<f64> {
         scrape.samples.iter().find_map(|s| {
-            (s.metric == name && s.labels.get(label.0) == Some(label.1)).then(|| match s.value {
+            let value = match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
                 | prometheus_parse::Value::Untyped(v) => v,
                 _ => f64::NAN,
-            })
+            };
+            (s.metric == name && s.labels.get(label.0) == Some(label.1)).then_some(value)
         })
     };
     assert_eq!(value("baton_requests_total", ("status", "502")), Some(1.0));
