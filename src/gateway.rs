@@ -25,6 +25,7 @@
 //! provider addresses from the policy alone (nothing in a request can point
 //! it elsewhere), and refuses bodies over the limit before reading them.
 
+pub mod anthropic;
 pub mod metrics;
 pub mod openai;
 
@@ -144,6 +145,7 @@ impl Gateway {
 pub fn app(gateway: Arc<Gateway>) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route(
             "/healthz",
@@ -440,12 +442,20 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 async fn chat_completions(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    answer(&gateway, Wire::OpenAi, request).await
+}
+
+async fn messages(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    answer(&gateway, Wire::Anthropic, request).await
+}
+
+async fn answer(gateway: &Arc<Gateway>, wire: Wire, request: Request) -> Response {
     let started = Instant::now();
     let headers = request.headers().clone();
-    let result = handle_chat(&gateway, &headers, request).await;
+    let result = handle_chat(gateway, wire, &headers, request).await;
     let response = match result {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => error.respond(wire),
     };
     gateway
         .metrics
@@ -455,11 +465,16 @@ async fn chat_completions(State(gateway): State<Arc<Gateway>>, request: Request)
 
 async fn handle_chat(
     gateway: &Arc<Gateway>,
+    wire: Wire,
     headers: &HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = read_body(request, gateway.limits.body_limit).await?;
-    let incoming = openai::parse_request(&body).map_err(|invalid| ApiError {
+    let parsed = match wire {
+        Wire::OpenAi => openai::parse_request(&body),
+        Wire::Anthropic => anthropic::parse_request(&body),
+    };
+    let incoming = parsed.map_err(|invalid| ApiError {
         param: invalid.param,
         ..ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -496,7 +511,7 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found")
             })?;
-            ask_swarm(gateway, &entered, supervisor, incoming, session).await
+            ask_swarm(gateway, wire, &entered, supervisor, incoming, session).await
         }
         None => {
             if entered
@@ -515,7 +530,7 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found"));
             }
-            ask_route(gateway, &entered, incoming).await
+            ask_route(gateway, wire, &entered, incoming).await
         }
     };
     drop(permit);
@@ -529,6 +544,7 @@ type Routed = Result<(Outcome, bool), ApiError>;
 /// gets its end whatever the connection does) and answers.
 async fn ask_route(
     gateway: &Arc<Gateway>,
+    wire: Wire,
     entered: &Entered,
     incoming: Incoming,
 ) -> Result<Response, ApiError> {
@@ -612,6 +628,7 @@ async fn ask_route(
     });
     if incoming.stream {
         return Ok(stream_response(
+            wire,
             ids,
             incoming.include_usage,
             events_rx,
@@ -632,6 +649,7 @@ async fn ask_route(
     hang_up.disarm();
     let (outcome, needs_review) = routed?;
     Ok(whole_response(
+        wire,
         &ids,
         &outcome,
         Facts::of(&outcome, needs_review, None),
@@ -678,6 +696,7 @@ fn last_user_text(incoming: &Incoming) -> String {
 /// Asks a swarm: the supervisor classifies the last user message.
 async fn ask_swarm(
     gateway: &Arc<Gateway>,
+    wire: Wire,
     entered: &Entered,
     supervisor: ActorRef<SupervisorMsg>,
     incoming: Incoming,
@@ -769,6 +788,7 @@ async fn ask_swarm(
         let disarmed = CancellationToken::new().drop_guard();
         // The supervisor makes the trace id: it comes in the last chunk.
         return Ok(stream_response(
+            wire,
             ids,
             incoming.include_usage,
             events_rx,
@@ -788,14 +808,68 @@ async fn ask_swarm(
     })??;
     let worker = answer.chain.last().map(|a| a.0.clone());
     Ok(whole_response(
+        wire,
         &ids,
         &answer.outcome,
         Facts::of(&answer.outcome, answer.needs_review, worker),
     ))
 }
 
-fn whole_response(ids: &Ids, outcome: &Outcome, facts: Facts) -> Response {
-    let body = openai::completion(ids, &outcome.response, facts.json());
+/// Which wire format a request came in, and its answer goes out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiError {
+    /// The error as `wire`'s clients expect it.
+    fn respond(self, wire: Wire) -> Response {
+        match wire {
+            Wire::OpenAi => self.into_response(),
+            Wire::Anthropic => {
+                let body =
+                    anthropic::error(anthropic::error_kind(self.status.as_u16()), &self.message);
+                let mut response = (self.status, Json(body)).into_response();
+                if let Some(wait) = self.retry_after {
+                    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                        response.headers_mut().insert(header::RETRY_AFTER, value);
+                    }
+                }
+                if let Some(value) = self
+                    .trace_id
+                    .and_then(|t| HeaderValue::from_str(&t.to_string()).ok())
+                {
+                    response.headers_mut().insert(TRACE_HEADER, value);
+                }
+                response
+            }
+        }
+    }
+
+    /// The error as a last stream event, once a 200 went out.
+    fn event(&self, wire: Wire) -> String {
+        match wire {
+            Wire::OpenAi => format!("data: {}\n\n", self.body()),
+            Wire::Anthropic => anthropic::event(
+                "error",
+                &anthropic::error(anthropic::error_kind(self.status.as_u16()), &self.message),
+            ),
+        }
+    }
+}
+
+fn whole_response(wire: Wire, ids: &Ids, outcome: &Outcome, facts: Facts) -> Response {
+    let body = match wire {
+        Wire::OpenAi => openai::completion(ids, &outcome.response, facts.json()),
+        Wire::Anthropic => anthropic::message(
+            &message_id(ids),
+            &ids.model,
+            &outcome.response,
+            facts.json(),
+        ),
+    };
     let mut response = Json(body).into_response();
     facts.headers(response.headers_mut());
     if let Ok(value) = HeaderValue::from_str(&facts.trace_id.to_string()) {
@@ -804,14 +878,115 @@ fn whole_response(ids: &Ids, outcome: &Outcome, facts: Facts) -> Response {
     response
 }
 
-fn sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+/// Anthropic's message id from the answer's id.
+fn message_id(ids: &Ids) -> String {
+    format!("msg_{}", ids.id.trim_start_matches("chatcmpl-"))
+}
+
+/// Writes stream events in a wire format.
+enum Encoder {
+    OpenAi {
+        ids: Ids,
+        include_usage: bool,
+        sent_role: bool,
+    },
+    Anthropic(anthropic::Blocks),
+}
+
+impl Encoder {
+    fn new(wire: Wire, ids: Ids, include_usage: bool) -> Encoder {
+        match wire {
+            Wire::OpenAi => Encoder::OpenAi {
+                ids,
+                include_usage,
+                sent_role: false,
+            },
+            Wire::Anthropic => {
+                Encoder::Anthropic(anthropic::Blocks::new(message_id(&ids), ids.model))
+            }
+        }
+    }
+
+    /// What opens the stream.
+    fn start(&self) -> String {
+        match self {
+            Encoder::OpenAi { .. } => String::new(),
+            // The input count is not known before the answer ends; it
+            // comes with the usage at the end.
+            Encoder::Anthropic(blocks) => blocks.start(0),
+        }
+    }
+
+    fn event(&mut self, event: &StreamEvent) -> String {
+        match (self, event) {
+            (Encoder::OpenAi { ids, sent_role, .. }, StreamEvent::Delta(text)) => {
+                let mut delta = json!({ "content": text });
+                if !*sent_role {
+                    delta["role"] = json!("assistant");
+                    *sent_role = true;
+                }
+                format!("data: {}\n\n", openai::chunk(ids, delta, None))
+            }
+            (
+                Encoder::OpenAi { ids, .. },
+                StreamEvent::ToolCallDelta {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                },
+            ) => format!(
+                "data: {}\n\n",
+                openai::chunk(
+                    ids,
+                    openai::tool_call_delta(*index, id.as_deref(), name.as_deref(), arguments),
+                    None
+                )
+            ),
+            (Encoder::Anthropic(blocks), StreamEvent::Delta(text)) => blocks.text(text),
+            (
+                Encoder::Anthropic(blocks),
+                StreamEvent::ToolCallDelta {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                },
+            ) => blocks.tool(*index, id.as_deref(), name.as_deref(), arguments),
+            (_, StreamEvent::Finished { .. }) => String::new(),
+        }
+    }
+
+    /// What ends the stream: the finish, the usage, the facts.
+    fn finish(&mut self, reason: &FinishReason, usage: Option<&Usage>, facts: &Facts) -> String {
+        match self {
+            Encoder::OpenAi {
+                ids, include_usage, ..
+            } => {
+                let mut out = String::new();
+                let mut last = openai::chunk(ids, json!({}), Some(openai::finish_reason(reason)));
+                last["baton"] = facts.json();
+                out.push_str(&format!("data: {last}\n\n"));
+                if *include_usage {
+                    out.push_str(&format!(
+                        "data: {}\n\n",
+                        openai::usage_chunk(ids, usage, facts.json())
+                    ));
+                }
+                out.push_str("data: [DONE]\n\n");
+                out
+            }
+            Encoder::Anthropic(blocks) => blocks.finish(reason, usage, facts.json()),
+        }
+    }
 }
 
 /// A streamed answer. The response head waits for the first event or the
 /// end, so a request that fails before any text gets a proper error status
 /// rather than a 200 with an error inside.
+#[allow(clippy::too_many_arguments)]
 async fn stream_response(
+    wire: Wire,
     ids: Ids,
     include_usage: bool,
     mut events: mpsc::Receiver<StreamEvent>,
@@ -820,65 +995,71 @@ async fn stream_response(
     worker: Option<oneshot::Receiver<String>>,
     hang_up: tokio_util::sync::DropGuard,
 ) -> Response {
-    let first = events.recv().await;
-    let Some(first) = first else {
+    let mut encoder = Encoder::new(wire, ids, include_usage);
+    let Some(first) = events.recv().await else {
         // No event: the answer failed, or came whole (a contract, a cache).
         return match done.await {
-            Ok(Err(error)) => error.into_response(),
+            Ok(Err(error)) => error.respond(wire),
             Ok(Ok((outcome, needs_review))) => {
+                // The answer is complete: no upstream call is left to cancel.
+                hang_up.disarm();
                 let worker = match worker {
                     Some(rx) => rx.await.ok(),
                     None => None,
                 };
                 let facts = Facts::of(&outcome, needs_review, worker);
-                sse_body(ids, include_usage, &outcome.response, facts, hang_up)
+                let mut text = encoder.start();
+                for event in whole_as_events(&outcome.response) {
+                    text.push_str(&encoder.event(&event));
+                }
+                let response = &outcome.response;
+                text.push_str(&encoder.finish(
+                    &response.finish_reason,
+                    response.usage.as_ref(),
+                    &facts,
+                ));
+                let mut body = Response::new(Body::from(text));
+                let headers = body.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                facts.headers(headers);
+                if let Ok(value) = HeaderValue::from_str(&facts.trace_id.to_string()) {
+                    headers.insert(TRACE_HEADER, value);
+                }
+                body
             }
             Err(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
                 "the routing task ended without an answer",
             )
-            .into_response(),
+            .respond(wire),
         };
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let _hang_up = hang_up;
         let mut finish: Option<(FinishReason, Option<Usage>)> = None;
-        let mut send_role = true;
+        let start = encoder.start();
+        if !start.is_empty() && tx.send(Bytes::from(start)).await.is_err() {
+            return;
+        }
         let mut next = Some(first);
         while let Some(event) = next {
-            let chunk = match event {
-                StreamEvent::Delta(text) => {
-                    let mut delta = json!({ "content": text });
-                    if send_role {
-                        delta["role"] = json!("assistant");
-                        send_role = false;
-                    }
-                    openai::chunk(&ids, delta, None)
-                }
-                StreamEvent::ToolCallDelta {
-                    index,
-                    id,
-                    name,
-                    arguments,
-                } => openai::chunk(
-                    &ids,
-                    openai::tool_call_delta(index, id.as_deref(), name.as_deref(), &arguments),
-                    None,
-                ),
-                StreamEvent::Finished {
-                    finish_reason,
-                    usage,
-                    ..
-                } => {
-                    finish = Some((finish_reason, usage));
-                    next = events.recv().await;
-                    continue;
-                }
-            };
-            if tx.send(sse(&chunk)).await.is_err() {
-                // The client hung up: dropping the guard cancels upstream.
+            if let StreamEvent::Finished {
+                finish_reason,
+                usage,
+                ..
+            } = &event
+            {
+                finish = Some((finish_reason.clone(), *usage));
+            }
+            let text = encoder.event(&event);
+            // A failed send is the client gone: dropping the guard on the
+            // way out cancels the upstream call.
+            if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
                 return;
             }
             next = events.recv().await;
@@ -895,29 +1076,19 @@ async fn stream_response(
                     outcome.response.usage,
                 ));
                 let facts = Facts::of(&outcome, needs_review, worker);
-                let mut last = openai::chunk(&ids, json!({}), Some(openai::finish_reason(&reason)));
-                last["baton"] = facts.json();
-                let _ = tx.send(sse(&last)).await;
-                if include_usage {
-                    let usage = usage.or(outcome.response.usage);
-                    let _ = tx
-                        .send(sse(&openai::usage_chunk(
-                            &ids,
-                            usage.as_ref(),
-                            facts.json(),
-                        )))
-                        .await;
-                }
-                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                let usage = usage.or(outcome.response.usage);
+                let _ = tx
+                    .send(Bytes::from(encoder.finish(&reason, usage.as_ref(), &facts)))
+                    .await;
             }
+            // Text already went out with a 200: the error is a last event.
             Ok(Err(error)) => {
-                // Text already went out with a 200: the error is a last event.
-                let _ = tx.send(sse(&error.body())).await;
+                let _ = tx.send(Bytes::from(error.event(wire))).await;
             }
             Err(_) => {}
         }
     });
-    let body = Body::from_stream(tokio_stream_from(rx).map(Ok::<Bytes, std::convert::Infallible>));
+    let body = Body::from_stream(receiver_stream(rx).map(Ok::<Bytes, std::convert::Infallible>));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -932,64 +1103,23 @@ async fn stream_response(
 }
 
 /// A receiver as a stream.
-fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+fn receiver_stream(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// An answer that came whole, as the events a stream would carry.
-fn whole_as_events(response: &ChatResponse) -> Vec<Value> {
-    let mut deltas = Vec::new();
-    for (index, call) in response.tool_calls.iter().enumerate() {
-        deltas.push(openai::tool_call_delta(
-            index,
-            Some(&call.id),
-            Some(&call.name),
-            &call.arguments,
-        ));
-    }
+/// An answer that came whole, as the events a stream would have carried.
+fn whole_as_events(response: &ChatResponse) -> Vec<StreamEvent> {
+    let mut events = Vec::new();
     if !response.text.is_empty() {
-        deltas.push(json!({ "role": "assistant", "content": response.text }));
+        events.push(StreamEvent::Delta(response.text.clone()));
     }
-    deltas
-}
-
-/// A stream of an answer that came whole: its parts, the finish, usage.
-fn sse_body(
-    ids: Ids,
-    include_usage: bool,
-    response: &ChatResponse,
-    facts: Facts,
-    hang_up: tokio_util::sync::DropGuard,
-) -> Response {
-    // The answer is complete: there is no upstream call left to cancel.
-    hang_up.disarm();
-    let mut text = String::new();
-    for delta in whole_as_events(response) {
-        text.push_str(&format!("data: {}\n\n", openai::chunk(&ids, delta, None)));
+    for (index, call) in response.tool_calls.iter().enumerate() {
+        events.push(StreamEvent::ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            name: Some(call.name.clone()),
+            arguments: call.arguments.clone(),
+        });
     }
-    let mut last = openai::chunk(
-        &ids,
-        json!({}),
-        Some(openai::finish_reason(&response.finish_reason)),
-    );
-    last["baton"] = facts.json();
-    text.push_str(&format!("data: {last}\n\n"));
-    if include_usage {
-        text.push_str(&format!(
-            "data: {}\n\n",
-            openai::usage_chunk(&ids, response.usage.as_ref(), facts.json())
-        ));
-    }
-    text.push_str("data: [DONE]\n\n");
-    let mut body = Response::new(Body::from(text));
-    let headers = body.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    facts.headers(headers);
-    if let Ok(value) = HeaderValue::from_str(&facts.trace_id.to_string()) {
-        headers.insert(TRACE_HEADER, value);
-    }
-    body
+    events
 }
