@@ -584,3 +584,57 @@ async fn a_swarm_answers_as_a_model() {
     assert_eq!(record["swarm"], "desk");
     assert_eq!(record["state"], "completed");
 }
+
+/// The official `openai` and `anthropic` Python SDKs (in `.venv-sdk/`, made
+/// by `scripts/setup-sdk-venv.sh`) call the gateway unmodified: plain,
+/// streamed with a failover mid-stream, tools, an error
+/// (`tests/sdk/check_gateway.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_talk_to_the_gateway_unmodified() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv-sdk/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup-sdk-venv.sh to install the openai and anthropic SDKs",
+        python.display()
+    );
+    // Every stream of the primary is cut; its plain answers are whole.
+    let primary = mock("[[fault]]\nkind = \"cut_stream\"\nafter_tokens = 5\n").await;
+    let secondary = mock("").await;
+    let serve = Serve::start(
+        &config(&primary, &secondary, "")
+            .replace("consecutive_failures = 1", "consecutive_failures = 1000"),
+        &[],
+        &[],
+    );
+    let base_url = serve.url("");
+    let expected = expected_answer("my label will not print", 24);
+    let script = root.join("tests/sdk/check_gateway.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg("--base-url")
+            .arg(base_url)
+            .arg("--expected")
+            .arg(expected)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the SDK checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("openai: plain") && stdout.contains("anthropic: plain"),
+        "{stdout}"
+    );
+    assert!(
+        primary.stats().by_outcome["cut_stream"] >= 2,
+        "{:?}",
+        primary.stats()
+    );
+}
