@@ -26,6 +26,7 @@
 //! it elsewhere), and refuses bodies over the limit before reading them.
 
 pub mod anthropic;
+pub mod dashboard;
 pub mod metrics;
 pub mod openai;
 
@@ -67,6 +68,10 @@ pub trait Engine: Send + Sync {
     fn swarms(&self) -> Vec<String>;
     /// The longest a swarm request can take before its caller stops waiting.
     fn deadline(&self) -> Duration;
+    /// The dependency graph of the policy it serves, for the dashboard.
+    fn graph(&self) -> Option<&crate::graph::DependencyGraph> {
+        None
+    }
 }
 
 /// An engine a request runs on; the guard keeps the engine from being
@@ -153,6 +158,9 @@ pub fn app(gateway: Arc<Gateway>) -> axum::Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/dashboard", get(dashboard_page))
+        .route("/dashboard/state", get(dashboard_state))
+        .route("/dashboard/graph.svg", get(dashboard_graph))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -417,6 +425,48 @@ async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
+async fn dashboard_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page loads nothing from anywhere else.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self'",
+            ),
+        ],
+        dashboard::PAGE,
+    )
+        .into_response()
+}
+
+async fn dashboard_state(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let entered = gateway.engines.enter();
+    let router = entered.engine.router();
+    Json(json!({
+        "providers": dashboard::providers(router),
+        "failovers": gateway.metrics.recent_failovers(),
+        "totals": gateway.metrics.totals(),
+        "swarms": entered.engine.swarms(),
+    }))
+}
+
+async fn dashboard_graph(State(gateway): State<Arc<Gateway>>) -> Response {
+    let entered = gateway.engines.enter();
+    let Some(graph) = entered.engine.graph() else {
+        return (StatusCode::NOT_FOUND, "no graph for this policy").into_response();
+    };
+    let svg = crate::graph::render::svg::svg(&dashboard::graph_now(graph, entered.engine.router()));
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response()
+}
+
 /// Reads the body, refusing one over the limit before reading it when
 /// its length is declared, and as soon as it passes the limit otherwise.
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
@@ -577,6 +627,7 @@ async fn ask_route(
     let metrics = gateway.metrics.clone();
     let stream = incoming.stream;
     let task_router = router.clone();
+    let model = incoming.model.clone();
     tokio::spawn(async move {
         let routed = tokio::select! {
             result = async {
@@ -612,7 +663,7 @@ async fn ask_route(
             },
         };
         if let Some(Ok(outcome)) = &routed {
-            metrics.observe_outcome(outcome);
+            metrics.observe_outcome(&model, outcome);
         }
         let durable = match &journal {
             Some(journal) => end_journal(journal, trace_id, ending).await,
@@ -723,6 +774,7 @@ async fn ask_swarm(
     let (done_tx, done_rx) = oneshot::channel::<Result<Answer, ApiError>>();
     let stream = incoming.stream;
     let metrics = gateway.metrics.clone();
+    let model = incoming.model.clone();
     // The supervisor journals the request and finishes it whatever the
     // connection does; this task only relays its answer.
     tokio::spawn(async move {
@@ -753,7 +805,7 @@ async fn ask_swarm(
         };
         let result = match called {
             Ok(CallResult::Success(Ok(answer))) => {
-                metrics.observe_outcome(&answer.outcome);
+                metrics.observe_outcome(&model, &answer.outcome);
                 Ok(answer)
             }
             Ok(CallResult::Success(Err(error))) => Err(ask_error(&error)),

@@ -638,3 +638,203 @@ async fn the_official_sdks_talk_to_the_gateway_unmodified() {
         primary.stats()
     );
 }
+
+/// Headless Chromium, driven over the DevTools protocol.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Browser {
+    async fn open(url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let binary = ["chromium", "chromium-browser"]
+            .into_iter()
+            .find(|name| {
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {name}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("chromium is not installed: run scripts/setup-chromium.sh");
+        let mut child = Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let port = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("chromium did not open its DevTools port");
+            if let Some(rest) = line.split("DevTools listening on ws://127.0.0.1:").nth(1) {
+                break rest.split('/').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        let targets: Value = client()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target");
+        let (socket, _) =
+            tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap())
+                .await
+                .unwrap();
+        let mut browser = Browser {
+            child,
+            _profile: profile,
+            socket,
+            next_id: 0,
+        };
+        browser.call("Page.navigate", json!({ "url": url })).await;
+        browser
+    }
+
+    /// Sends a DevTools command and waits for its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let command = json!({ "id": id, "method": method, "params": params });
+        self.socket
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), self.socket.next())
+                .await
+                .expect("DevTools answers")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                if value["id"] == id {
+                    return value["result"].clone();
+                }
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until `expression` evaluates to `expected`.
+    async fn wait_for(&mut self, expression: &str, expected: Value, what: &str) {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            last = self.eval(expression).await;
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: `{expression}` stayed {last}, expected {expected}");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_provider_going_down_and_coming_back_without_a_reload() {
+    let (primary, secondary) = (mock("").await, mock("").await);
+    // One-token chat probes every 200 ms (a models probe never closes a
+    // breaker); one failure opens the breaker for 2 s.
+    let config = config(&primary, &secondary, "")
+        .replace("base_ejection = \"60s\"", "base_ejection = \"2s\"")
+        .replace(
+            "probe = { interval = \"60s\", kind = \"none\" }",
+            "probe = { interval = \"200ms\", kind = \"chat\" }",
+        );
+    let serve = Serve::start(&config, &[], &[]);
+    let page = client().get(serve.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    let svg = client()
+        .get(serve.url("/dashboard/graph.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+
+    let mut browser = Browser::open(&serve.url("/dashboard")).await;
+    let health = "document.querySelector('tr[data-provider=primary]')?.dataset.health ?? null";
+    browser
+        .wait_for(health, json!("healthy"), "the page lists primary as up")
+        .await;
+    let loaded_at = browser.eval("performance.timeOrigin").await;
+
+    primary.set_script(
+        Script::from_toml("[[fault]]\nkind = \"refuse\"\n", Path::new("down.toml")).unwrap(),
+    );
+    browser
+        .wait_for(health, json!("down"), "primary shown Down")
+        .await;
+    let badge = browser
+        .eval("document.querySelector('tr[data-provider=primary] .badge').textContent")
+        .await;
+    assert_eq!(badge, "Down");
+    assert_eq!(
+        browser
+            .eval("document.querySelector('tr[data-provider=secondary]').dataset.health")
+            .await,
+        "healthy"
+    );
+
+    primary.set_script(Script::from_toml("", Path::new("up.toml")).unwrap());
+    browser
+        .wait_for(health, json!("healthy"), "primary shown Up again")
+        .await;
+    assert_eq!(
+        browser.eval("performance.timeOrigin").await,
+        loaded_at,
+        "the page was not reloaded"
+    );
+}

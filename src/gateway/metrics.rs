@@ -2,7 +2,7 @@
 //! counters, its latency histogram, and each provider's health and breaker
 //! read at scrape time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -28,6 +28,22 @@ pub struct Metrics {
     degraded: AtomicU64,
     cache_hits: AtomicU64,
     in_flight: AtomicI64,
+    recent: Mutex<VecDeque<Failover>>,
+}
+
+/// How many failovers the dashboard lists.
+const RECENT: usize = 50;
+
+/// An answer that came from other than the route's first choice.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failover {
+    pub at_ms: u64,
+    pub model: String,
+    /// The provider of the first attempt.
+    pub from: String,
+    pub to: String,
+    /// The first attempt's failure (`5xx`, `timeout`, ...).
+    pub reason: String,
 }
 
 /// A request counted in flight until dropped.
@@ -64,8 +80,34 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Who answered a request, and how.
-    pub fn observe_outcome(&self, outcome: &Outcome) {
+    /// The latest failovers, newest first.
+    pub fn recent_failovers(&self) -> Vec<Failover> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
+    /// Requests answered, fallbacks and degraded answers so far.
+    pub fn totals(&self) -> serde_json::Value {
+        let requests: u64 = self
+            .by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum();
+        serde_json::json!({
+            "requests": requests,
+            "fallbacks": self.fallbacks.load(Ordering::Relaxed),
+            "degraded": self.degraded.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Who answered a request for `model`, and how.
+    pub fn observe_outcome(&self, model: &str, outcome: &Outcome) {
         let label = match &outcome.served_by {
             ServedBy::Provider { id } => id.0.clone(),
             ServedBy::Cache { .. } => {
@@ -78,10 +120,25 @@ impl Metrics {
             .served_by
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(label)
+            .entry(label.clone())
             .or_default() += 1;
         if outcome.fallback {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            let first_failure = outcome.attempts.iter().find(|a| a.error.is_some());
+            let failover = Failover {
+                at_ms: crate::store::journal::now_ms(),
+                model: model.to_owned(),
+                from: first_failure.map_or_else(String::new, |a| a.provider.0.clone()),
+                to: label.clone(),
+                reason: first_failure
+                    .and_then(|a| a.error.as_ref().map(|(kind, _)| kind.clone()))
+                    .unwrap_or_else(|| "spill-over".to_owned()),
+            };
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(failover);
         }
         if outcome.degraded {
             self.degraded.fetch_add(1, Ordering::Relaxed);

@@ -189,6 +189,8 @@ pub struct Engine {
     slots: Vec<Slot>,
     pub root: ActorRef<BatonMsg>,
     pub router: Arc<Router>,
+    /// The dependency graph of the config and swarms, for the dashboard.
+    graph: baton::graph::DependencyGraph,
     handle: Mutex<Option<JoinHandle<()>>>,
     /// The longest a request can take: every step of the longest possible
     /// delegation chain (each worker once), plus one hand-over to a
@@ -259,6 +261,8 @@ pub async fn start(
     if let Some(started) = &hooks.started {
         started(&router, config);
     }
+    let swarms: Vec<Swarm> = loaded_swarms.iter().map(|(s, _)| (**s).clone()).collect();
+    let graph = baton::graph::build(config, &swarms);
     let mut slots = Vec::new();
     for (swarm, knowledge) in loaded_swarms {
         match start_swarm(&root, swarm.clone(), knowledge.clone()).await {
@@ -280,6 +284,7 @@ pub async fn start(
         slots,
         root,
         router,
+        graph,
         handle: Mutex::new(Some(handle)),
         longest_deadline,
         busy: AtomicUsize::new(0),
@@ -382,6 +387,10 @@ impl baton::gateway::Engine for Engine {
 
     fn deadline(&self) -> Duration {
         self.longest_deadline + CALL_SLACK
+    }
+
+    fn graph(&self) -> Option<&baton::graph::DependencyGraph> {
+        Some(&self.graph)
     }
 }
 
