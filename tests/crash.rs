@@ -300,3 +300,171 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
         }
     }
 }
+
+fn spawn_serve(config: &Path, state: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(config)
+        .arg("--state")
+        .arg(state)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        // ./agents/ of the repository: both shipped swarms are served.
+        .current_dir(repo())
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_STATE")
+        .env_remove("BATON_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the baton binary runs")
+}
+
+/// HTTP clients that keep asking `baton serve` until it is gone; each
+/// answer with a trace id is an acknowledgement (the gateway answers only
+/// after the request's journal record is flushed).
+fn http_clients(
+    child: &mut Child,
+    clients: usize,
+    requests_each: usize,
+) -> std::thread::JoinHandle<Vec<TraceId>> {
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut port = None;
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                port = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
+                break;
+            }
+        }
+        // Drains the rest so the server never blocks on its stderr.
+        std::thread::spawn(move || for _ in lines {});
+        let Some(port) = port else {
+            return Vec::new();
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+            let tasks: Vec<_> = (0..clients)
+                .map(|client| {
+                    let (http, url) = (http.clone(), url.clone());
+                    tokio::spawn(async move {
+                        let mut acked = Vec::new();
+                        for i in 0..requests_each {
+                            // Routes and swarms alike.
+                            let model = if (client + i) % 3 == 0 { "swarm:support-bot" } else { "support" };
+                            let body = serde_json::json!({
+                                "model": model,
+                                "messages": [{ "role": "user", "content": format!("Why was I charged twice? ({client}/{i})") }],
+                            });
+                            let Ok(response) = http.post(&url).json(&body).send().await else {
+                                break;
+                            };
+                            if response.status() != 200 {
+                                continue;
+                            }
+                            let Ok(value) = response.json::<serde_json::Value>().await else {
+                                break;
+                            };
+                            if let Some(id) = value["baton"]["trace_id"].as_str() {
+                                acked.push(TraceId(id.parse().expect("a trace id")));
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            let mut acked = Vec::new();
+            for task in tasks {
+                acked.extend(task.await.unwrap_or_default());
+            }
+            acked
+        })
+    })
+}
+
+#[test]
+fn every_request_acknowledged_over_http_survives_sigkill_of_baton_serve() {
+    let long = std::env::var("BATON_LONG").is_ok_and(|v| v == "1");
+    let cycles = if long { 100 } else { 3 };
+    let seed = std::env::var("BATON_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("serve crash test: {cycles} cycles, seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(async {
+        MockServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Script::from_toml("[server]\nlatency = \"40ms\"\n", Path::new("t.toml")).unwrap(),
+        )
+        .await
+        .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("baton.toml");
+    std::fs::write(&config_path, config(&mock.base_url())).unwrap();
+    let state = dir.path().join("state");
+
+    let mut acked_total: HashSet<TraceId> = HashSet::new();
+    let mut killed_mid_run = 0;
+    for cycle in 0..cycles {
+        let mut child = spawn_serve(&config_path, &state);
+        let clients = http_clients(&mut child, 16, 40);
+        let delay = if rng.random_bool(0.25) {
+            rng.random_range(0..60)
+        } else {
+            rng.random_range(60..2000)
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let acked = clients.join().unwrap();
+        if !acked.is_empty() {
+            killed_mid_run += 1;
+        }
+        eprintln!(
+            "serve cycle {cycle}: killed after {delay} ms, {} acknowledged",
+            acked.len()
+        );
+        acked_total.extend(acked);
+        verify(&state, &acked_total, cycle, seed, None);
+    }
+
+    // A server that is not killed settles what the last kill left open,
+    // answers, and stops cleanly on SIGTERM.
+    let mut child = spawn_serve(&config_path, &state);
+    let clients = http_clients(&mut child, 2, 2);
+    let acked = clients.join().unwrap();
+    assert_eq!(acked.len(), 4, "the clean server answered");
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "baton serve stops cleanly on SIGTERM: {status}"
+    );
+    acked_total.extend(acked);
+    eprintln!(
+        "serve crash test: {} acknowledged over HTTP across {cycles} kills ({killed_mid_run} mid-run)",
+        acked_total.len()
+    );
+    let open = verify(&state, &acked_total, cycles, seed, None);
+    assert_eq!(open, 0, "requests left open after recovery");
+}
