@@ -238,6 +238,7 @@ macro_rules! route_settings {
             allowed_domains: Option<Vec<String>>,
             final_fallbacks: Option<Vec<FinalFallback>>,
             on_interrupt: Option<crate::store::journal::OnInterrupt>,
+            max_tokens: Option<Spanned<u32>>,
         }
     };
 }
@@ -431,6 +432,9 @@ pub struct Route {
     pub final_fallbacks: Vec<FinalFallback>,
     /// What start-up does with a request of this route a crash interrupted.
     pub on_interrupt: crate::store::journal::OnInterrupt,
+    /// The most output tokens a request of this route may ask for; a
+    /// request asking more (or not saying) is capped to it.
+    pub max_tokens: Option<u32>,
 }
 
 /// A validated config.
@@ -973,6 +977,18 @@ fn validate_routes(
             }
         });
         let allowed_domains = pick!(allowed_domains);
+        let max_tokens = pick!(max_tokens).and_then(|cap| {
+            if *cap.get_ref() == 0 {
+                check.error(
+                    cap.span(),
+                    "max_tokens",
+                    format!("{owner}: expected a positive number of tokens"),
+                );
+                None
+            } else {
+                Some(*cap.get_ref())
+            }
+        });
         let mut final_fallbacks = pick!(final_fallbacks).unwrap_or_else(|| {
             vec![
                 FinalFallback::Cache,
@@ -1037,6 +1053,7 @@ fn validate_routes(
                 allowed_domains,
                 final_fallbacks,
                 on_interrupt: pick!(on_interrupt).unwrap_or_default(),
+                max_tokens,
             },
         );
     }

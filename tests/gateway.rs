@@ -838,3 +838,42 @@ async fn the_dashboard_shows_a_provider_going_down_and_coming_back_without_a_rel
         "the page was not reloaded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_caps_the_output_tokens_a_request_may_ask_for() {
+    let (primary, secondary) = (mock("").await, mock("").await);
+    let serve = Serve::start(&config(&primary, &secondary, "max_tokens = 5\n"), &[], &[]);
+    for asked in [json!(100), Value::Null] {
+        let mut request = ask("tell me a long story");
+        request["max_tokens"] = asked.clone();
+        let body: Value = client()
+            .post(serve.url("/v1/chat/completions"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body["usage"]["completion_tokens"], 5,
+            "asked {asked}: {body}"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
+    let mut request = ask("short");
+    request["max_tokens"] = json!(3);
+    let body: Value = client()
+        .post(serve.url("/v1/chat/completions"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["usage"]["completion_tokens"], 3,
+        "a smaller ask stands"
+    );
+}

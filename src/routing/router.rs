@@ -416,6 +416,19 @@ impl Router {
         names
     }
 
+    /// `request` with its output tokens capped to its route's `max_tokens`.
+    pub(crate) fn capped(&self, mut request: RouteRequest) -> RouteRequest {
+        if let Some(cap) = self
+            .routes
+            .get(&request.route)
+            .and_then(|route| route.spec.max_tokens)
+        {
+            let asked = request.request.max_tokens.unwrap_or(cap);
+            request.request.max_tokens = Some(asked.min(cap));
+        }
+        request
+    }
+
     pub fn route_spec(&self, route: &RouteName) -> Option<&Route> {
         self.routes.get(route).map(|r| &r.spec)
     }
@@ -583,6 +596,7 @@ impl Router {
 
     /// Routes one request to a complete answer.
     pub async fn complete(&self, request: RouteRequest) -> Result<Outcome, RouteError> {
+        let request = self.capped(request);
         let Walk {
             route,
             chain,

@@ -146,6 +146,7 @@ impl Router {
         request: RouteRequest,
         sink: mpsc::Sender<StreamEvent>,
     ) -> Result<Outcome, RouteError> {
+        let request = self.capped(request);
         if request.contract.is_some() {
             // An answer under a data contract is checked whole before any
             // of it goes out: a broken one moves to the next provider, and
