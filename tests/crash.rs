@@ -118,6 +118,23 @@ fn feed_and_count(child: &mut Child, script: String) -> std::thread::JoinHandle<
     })
 }
 
+/// Opens the store, waiting out a lock that sled's background flusher of
+/// a just-dropped handle (or a just-killed process's) still holds: sled
+/// releases its file lock only when that thread has finished.
+fn open_store(state: &Path) -> Result<Store, baton::store::StoreError> {
+    let started = Instant::now();
+    loop {
+        match Store::open(state, &StoreSettings::default()) {
+            Err(baton::store::StoreError::Locked(_))
+                if started.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Opens the store as the next process would and checks every
 /// acknowledged request is there, completed; returns how many are open.
 /// With `lost` (a measurement of relaxed durability), acknowledged
@@ -129,7 +146,7 @@ fn verify(
     seed: u64,
     mut lost: Option<&mut HashSet<TraceId>>,
 ) -> usize {
-    let store = Store::open(state, &StoreSettings::default()).unwrap_or_else(|error| {
+    let store = open_store(state).unwrap_or_else(|error| {
         panic!("cycle {cycle} (seed {seed}): the store does not open after SIGKILL: {error}")
     });
     store
@@ -279,7 +296,7 @@ fn every_acknowledged_request_survives_sigkill_and_none_is_left_open() {
     );
     assert_eq!(open, 0, "requests left open after recovery");
 
-    let store = Store::open(&state, &StoreSettings::default()).unwrap();
+    let store = open_store(&state).unwrap();
     let journal = Journal::new(&store).unwrap();
     for record in journal.iter() {
         let record = record.unwrap();
