@@ -25,6 +25,8 @@
 //! provider addresses from the policy alone (nothing in a request can point
 //! it elsewhere), and refuses bodies over the limit before reading them.
 
+pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 
@@ -87,6 +89,8 @@ pub struct Limits {
     pub body_limit: usize,
     /// Requests in progress at most; more get 503 with Retry-After.
     pub max_in_flight: usize,
+    /// How long the answer to an `Idempotency-Key` is kept.
+    pub idempotency_window: Duration,
 }
 
 impl Default for Limits {
@@ -94,6 +98,7 @@ impl Default for Limits {
         Limits {
             body_limit: 2 * 1024 * 1024,
             max_in_flight: 1024,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     limits: Limits,
     in_flight: Arc<Semaphore>,
+    keys: Arc<self::keys::KeyRing>,
+    idempotency: self::idempotency::Gate,
 }
 
 impl Gateway {
@@ -131,6 +138,8 @@ impl Gateway {
             None => None,
         };
         Ok(Arc::new(Gateway {
+            keys: self::keys::KeyRing::new(store)?,
+            idempotency: self::idempotency::Gate::new(store, limits.idempotency_window)?,
             engines,
             journal,
             metrics: Arc::new(Metrics::default()),
@@ -145,6 +154,7 @@ pub fn app(gateway: Arc<Gateway>) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/v1/keys", post(self::keys::create))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -362,7 +372,11 @@ impl Facts {
     }
 }
 
-async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+async fn models(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = gateway.keys.authenticate(&headers)?;
     let entered = gateway.engines.enter();
     let router = entered.engine.router();
     let mut data: Vec<Value> = router
@@ -373,7 +387,10 @@ async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     for swarm in entered.engine.swarms() {
         data.push(json!({ "id": format!("swarm:{swarm}"), "object": "model", "created": 0, "owned_by": "baton" }));
     }
-    Json(json!({ "object": "list", "data": data }))
+    if let Some(caller) = &caller {
+        data.retain(|model| caller.allows(model["id"].as_str().unwrap_or_default()));
+    }
+    Ok(Json(json!({ "object": "list", "data": data })))
 }
 
 /// Ready when every route has a provider up (a route of final fallbacks
@@ -467,6 +484,25 @@ async fn handle_chat(
             invalid.message,
         )
     })?;
+    let caller = gateway.keys.admit(headers, &incoming.model)?;
+    let scope = self::keys::Caller::scope(caller.as_ref());
+    let stream = incoming.stream;
+    let ask = dispatch(gateway, headers, incoming, caller);
+    gateway
+        .idempotency
+        .once(headers, &scope, &body, stream, ask)
+        .await
+}
+
+/// Runs a request that passed authentication (once per Idempotency-Key).
+async fn dispatch(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    incoming: Incoming,
+    caller: Option<self::keys::Caller>,
+) -> Result<Response, ApiError> {
+    gateway.keys.spend_request(caller.as_ref())?;
+    let meter = self::keys::Meter::new(&gateway.keys, caller.as_ref());
     let Ok(permit) = gateway.in_flight.clone().try_acquire_owned() else {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -496,7 +532,7 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found")
             })?;
-            ask_swarm(gateway, &entered, supervisor, incoming, session).await
+            ask_swarm(gateway, &entered, supervisor, incoming, session, meter).await
         }
         None => {
             if entered
@@ -515,7 +551,7 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found"));
             }
-            ask_route(gateway, &entered, incoming).await
+            ask_route(gateway, &entered, incoming, meter).await
         }
     };
     drop(permit);
@@ -531,6 +567,7 @@ async fn ask_route(
     gateway: &Arc<Gateway>,
     entered: &Entered,
     incoming: Incoming,
+    meter: self::keys::Meter,
 ) -> Result<Response, ApiError> {
     let router = entered.engine.router().clone();
     let mut route_request = RouteRequest::new(incoming.model.clone(), incoming.request.clone());
@@ -597,6 +634,11 @@ async fn ask_route(
         };
         if let Some(Ok(outcome)) = &routed {
             metrics.observe_outcome(outcome);
+        }
+        match &routed {
+            Some(Ok(outcome)) => meter.charge(&task_router, &outcome.attempts),
+            Some(Err(error)) => meter.charge(&task_router, error.attempts()),
+            None => {}
         }
         let durable = match &journal {
             Some(journal) => end_journal(journal, trace_id, ending).await,
@@ -682,6 +724,7 @@ async fn ask_swarm(
     supervisor: ActorRef<SupervisorMsg>,
     incoming: Incoming,
     session: Option<String>,
+    meter: self::keys::Meter,
 ) -> Result<Response, ApiError> {
     let question = last_user_text(&incoming);
     if question.trim().is_empty() {
@@ -704,6 +747,7 @@ async fn ask_swarm(
     let (done_tx, done_rx) = oneshot::channel::<Result<Answer, ApiError>>();
     let stream = incoming.stream;
     let metrics = gateway.metrics.clone();
+    let router = entered.engine.router().clone();
     // The supervisor journals the request and finishes it whatever the
     // connection does; this task only relays its answer.
     tokio::spawn(async move {
@@ -735,6 +779,7 @@ async fn ask_swarm(
         let result = match called {
             Ok(CallResult::Success(Ok(answer))) => {
                 metrics.observe_outcome(&answer.outcome);
+                meter.charge(&router, &answer.outcome.attempts);
                 Ok(answer)
             }
             Ok(CallResult::Success(Err(error))) => Err(ask_error(&error)),
