@@ -24,6 +24,10 @@
 //! The gateway binds where it is told (the CLI allows only loopback), reads
 //! provider addresses from the policy alone (nothing in a request can point
 //! it elsewhere), and refuses bodies over the limit before reading them.
+//!
+//! Once the store holds a live virtual key, `/v1/*` takes only keys, each
+//! kept to its routes, swarms and limits ([`keys`]); `Idempotency-Key`
+//! makes a retried request ask upstream once ([`idempotency`]).
 
 pub mod idempotency;
 pub mod keys;

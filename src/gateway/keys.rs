@@ -480,3 +480,86 @@ fn create_key(gateway: &Gateway, headers: &HeaderMap, body: &[u8]) -> Result<Res
     shown["key"] = json!(key);
     Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(rpm: Option<u32>, tpm: Option<u64>, budget: Option<f64>, spent: f64) -> KeyRecord {
+        KeyRecord {
+            name: "k".into(),
+            prefix: "bk-abcde".into(),
+            routes: Some(vec!["main".into()]),
+            swarms: Some(vec![]),
+            rpm,
+            tpm,
+            budget,
+            spent,
+            created_ms: 0,
+            revoked: false,
+            admin: false,
+        }
+    }
+
+    fn ring_with(record: KeyRecord) -> (Arc<KeyRing>, Caller) {
+        let ring = KeyRing::new(None).unwrap();
+        let key_hash = hash("bk-test");
+        ring.set(key_hash, Some(record.clone()));
+        (
+            ring,
+            Caller {
+                hash: key_hash,
+                record,
+            },
+        )
+    }
+
+    #[test]
+    fn scope_is_by_route_and_by_swarm() {
+        let (_, caller) = ring_with(record(None, None, None, 0.0));
+        assert!(caller.allows("main"));
+        assert!(!caller.allows("other"));
+        assert!(!caller.allows("swarm:main"), "a route name is not a swarm");
+    }
+
+    #[test]
+    fn the_minute_windows_refuse_with_a_wait() {
+        let (ring, caller) = ring_with(record(Some(2), Some(100), None, 0.0));
+        ring.spend_request(Some(&caller)).unwrap();
+        ring.spend_request(Some(&caller)).unwrap();
+        let refused = ring.spend_request(Some(&caller)).unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.retry_after.is_some_and(|w| w <= MINUTE));
+
+        let (ring, caller) = ring_with(record(None, Some(100), None, 0.0));
+        ring.windows
+            .lock()
+            .unwrap()
+            .entry(caller.hash)
+            .or_default()
+            .tokens
+            .push_back((Instant::now(), 100));
+        let refused = ring.spend_request(Some(&caller)).unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("rate_limit_exceeded"));
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_without_a_wait() {
+        let (ring, caller) = ring_with(record(None, None, Some(1.0), 1.0));
+        let refused = ring.spend_request(Some(&caller)).unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("budget_exceeded"));
+        assert!(refused.retry_after.is_none());
+        assert!(ring.spend_request(None).is_ok(), "anonymous has no budget");
+    }
+
+    #[test]
+    fn a_child_key_is_never_wider() {
+        let some = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect());
+        assert!(narrower(&some(&["a"]), &some(&["a", "b"])));
+        assert!(!narrower(&some(&["c"]), &some(&["a"])));
+        assert!(!narrower(&None, &some(&["a"])));
+        assert!(narrower(&None, &None));
+        assert!(lower(Some(5), Some(10)) && !lower(Some(11), Some(10)));
+        assert!(!lower(None, Some(10)) && lower(None::<u32>, None));
+    }
+}
