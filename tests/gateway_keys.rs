@@ -223,6 +223,13 @@ async fn keys_authenticate_scope_and_rate_limit() {
     let (_, body) = error_of(limited).await;
     assert_eq!(body["error"]["type"], "rate_limit_error");
 
+    // Tokens count once an answer has ended: one answer fills 10.
+    let tokens = scratch.key(&["--name", "tokens", "--tpm", "10"]).await;
+    assert_eq!(serve.chat(Some(&tokens), "main", &[]).await.status(), 200);
+    let limited = serve.chat(Some(&tokens), "main", &[]).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+
     // Revoked through the admin socket: refused from the next request
     // (another key keeps keys on: revoking the last one opens the gateway).
     let other = scratch.key(&["--name", "other"]).await;
