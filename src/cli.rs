@@ -10,6 +10,7 @@ mod ask;
 mod chat;
 mod graph;
 mod init;
+mod keys;
 mod launch;
 mod mock_provider;
 mod policy;
@@ -92,6 +93,9 @@ enum Command {
     /// The capability/dependency graph: draw it, find single points of
     /// failure, an outage's blast radius, policy gaps; diff two versions.
     Graph(graph::Args),
+    /// Virtual keys of the gateway: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Create a new swarm directory from a built-in blueprint.
     Init(init::Args),
     /// Run an OpenAI- and Anthropic-compatible upstream whose faults follow a script.
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Store(command) => store::run(&cli, command),
         Command::Policy(command) => policy::run(&cli, command),
         Command::Graph(args) => graph::run(&cli, args),
+        Command::Keys(command) => keys::run(&cli, command),
         Command::Init(args) => init::run(&cli, args),
         Command::MockProvider(args) => mock_provider::run(&cli, args),
     };
@@ -179,6 +184,7 @@ fn store_exec(cli: &Cli, store: &Store, out: &mut Output) -> Option<anyhow::Resu
         Command::Store(command) => store::exec(command, store, out),
         Command::Policy(command) => Some(policy::exec(cli, command, store, out)),
         Command::Graph(args) => Some(graph::exec(cli, args, Some(store), out)),
+        Command::Keys(command) => Some(keys::exec(command, store, out)),
         _ => None,
     }
 }

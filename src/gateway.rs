@@ -24,9 +24,15 @@
 //! The gateway binds where it is told (the CLI allows only loopback), reads
 //! provider addresses from the policy alone (nothing in a request can point
 //! it elsewhere), and refuses bodies over the limit before reading them.
+//!
+//! Once the store holds a live virtual key, `/v1/*` takes only keys, each
+//! kept to its routes, swarms and limits ([`keys`]); `Idempotency-Key`
+//! makes a retried request ask upstream once ([`idempotency`]).
 
 pub mod anthropic;
 pub mod dashboard;
+pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 
@@ -93,6 +99,8 @@ pub struct Limits {
     pub body_limit: usize,
     /// Requests in progress at most; more get 503 with Retry-After.
     pub max_in_flight: usize,
+    /// How long the answer to an `Idempotency-Key` is kept.
+    pub idempotency_window: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +108,7 @@ impl Default for Limits {
         Limits {
             body_limit: 2 * 1024 * 1024,
             max_in_flight: 1024,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -120,6 +129,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     limits: Limits,
     in_flight: Arc<Semaphore>,
+    keys: Arc<self::keys::KeyRing>,
+    idempotency: self::idempotency::Gate,
 }
 
 impl Gateway {
@@ -137,6 +148,8 @@ impl Gateway {
             None => None,
         };
         Ok(Arc::new(Gateway {
+            keys: self::keys::KeyRing::new(store)?,
+            idempotency: self::idempotency::Gate::new(store, limits.idempotency_window)?,
             engines,
             journal,
             metrics: Arc::new(Metrics::default()),
@@ -152,6 +165,7 @@ pub fn app(gateway: Arc<Gateway>) -> axum::Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .route("/v1/keys", post(self::keys::create))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -372,7 +386,11 @@ impl Facts {
     }
 }
 
-async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+async fn models(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = gateway.keys.authenticate(&headers)?;
     let entered = gateway.engines.enter();
     let router = entered.engine.router();
     let mut data: Vec<Value> = router
@@ -383,7 +401,10 @@ async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     for swarm in entered.engine.swarms() {
         data.push(json!({ "id": format!("swarm:{swarm}"), "object": "model", "created": 0, "owned_by": "baton" }));
     }
-    Json(json!({ "object": "list", "data": data }))
+    if let Some(caller) = &caller {
+        data.retain(|model| caller.allows(model["id"].as_str().unwrap_or_default()));
+    }
+    Ok(Json(json!({ "object": "list", "data": data })))
 }
 
 /// Ready when every route has a provider up (a route of final fallbacks
@@ -532,6 +553,26 @@ async fn handle_chat(
             invalid.message,
         )
     })?;
+    let caller = gateway.keys.admit(headers, &incoming.model)?;
+    let scope = self::keys::Caller::scope(caller.as_ref());
+    let stream = incoming.stream;
+    let ask = dispatch(gateway, wire, headers, incoming, caller);
+    gateway
+        .idempotency
+        .once(headers, &scope, &body, stream, ask)
+        .await
+}
+
+/// Runs a request that passed authentication (once per Idempotency-Key).
+async fn dispatch(
+    gateway: &Arc<Gateway>,
+    wire: Wire,
+    headers: &HeaderMap,
+    incoming: Incoming,
+    caller: Option<self::keys::Caller>,
+) -> Result<Response, ApiError> {
+    gateway.keys.spend_request(caller.as_ref())?;
+    let meter = self::keys::Meter::new(&gateway.keys, caller.as_ref());
     let Ok(permit) = gateway.in_flight.clone().try_acquire_owned() else {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -561,7 +602,10 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found")
             })?;
-            ask_swarm(gateway, wire, &entered, supervisor, incoming, session).await
+            ask_swarm(
+                gateway, wire, &entered, supervisor, incoming, session, meter,
+            )
+            .await
         }
         None => {
             if entered
@@ -580,7 +624,7 @@ async fn handle_chat(
                 )
                 .with_code("model_not_found"));
             }
-            ask_route(gateway, wire, &entered, incoming).await
+            ask_route(gateway, wire, &entered, incoming, meter).await
         }
     };
     drop(permit);
@@ -597,6 +641,7 @@ async fn ask_route(
     wire: Wire,
     entered: &Entered,
     incoming: Incoming,
+    meter: self::keys::Meter,
 ) -> Result<Response, ApiError> {
     let router = entered.engine.router().clone();
     let mut route_request = RouteRequest::new(incoming.model.clone(), incoming.request.clone());
@@ -664,6 +709,11 @@ async fn ask_route(
         };
         if let Some(Ok(outcome)) = &routed {
             metrics.observe_outcome(&model, outcome);
+        }
+        match &routed {
+            Some(Ok(outcome)) => meter.charge(&task_router, &outcome.attempts),
+            Some(Err(error)) => meter.charge(&task_router, error.attempts()),
+            None => {}
         }
         let durable = match &journal {
             Some(journal) => end_journal(journal, trace_id, ending).await,
@@ -752,6 +802,7 @@ async fn ask_swarm(
     supervisor: ActorRef<SupervisorMsg>,
     incoming: Incoming,
     session: Option<String>,
+    meter: self::keys::Meter,
 ) -> Result<Response, ApiError> {
     let question = last_user_text(&incoming);
     if question.trim().is_empty() {
@@ -775,6 +826,7 @@ async fn ask_swarm(
     let stream = incoming.stream;
     let metrics = gateway.metrics.clone();
     let model = incoming.model.clone();
+    let router = entered.engine.router().clone();
     // The supervisor journals the request and finishes it whatever the
     // connection does; this task only relays its answer.
     tokio::spawn(async move {
@@ -806,6 +858,7 @@ async fn ask_swarm(
         let result = match called {
             Ok(CallResult::Success(Ok(answer))) => {
                 metrics.observe_outcome(&model, &answer.outcome);
+                meter.charge(&router, &answer.outcome.attempts);
                 Ok(answer)
             }
             Ok(CallResult::Success(Err(error))) => Err(ask_error(&error)),

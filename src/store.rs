@@ -27,8 +27,8 @@
 //! | `cache`       | request fingerprint, 32 bytes                 | a cached response                        |
 //! | `reviews`     | review id, UTF-8                              | a review item                            |
 //! | `graph`       | policy version, u64 BE                        | [`crate::graph::Snapshot`] ([`graph`])   |
-//! | `keys`        | SHA-256 of the virtual key, 32 bytes          | a virtual key's scope and limits         |
-//! | `idempotency` | SHA-256 of scope and Idempotency-Key          | the first request's result               |
+//! | `keys`        | SHA-256 of the virtual key, 32 bytes          | [`keys::KeyRecord`]: scope, limits, spent |
+//! | `idempotency` | SHA-256 of scope and Idempotency-Key          | [`idempotency::StoredResult`]            |
 //! | `knowledge`   | swarm name, UTF-8                             | the swarm's index                        |
 //! | `meta`        | UTF-8 name                                    | store-wide settings: `format`; `active`, the active policy version (u64) |
 //! | `meta`        | `alert/<rule>/<subject>`, UTF-8               | an open alert episode ([`alerts::EpisodeRecord`]) |
@@ -48,7 +48,9 @@ pub mod codec;
 pub mod commit;
 pub mod graph;
 pub mod health;
+pub mod idempotency;
 pub mod journal;
+pub mod keys;
 pub mod policy;
 pub mod sessions;
 pub mod telemetry;

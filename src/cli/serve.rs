@@ -28,6 +28,9 @@ pub struct Args {
     /// Requests in progress at most; more get 503 with Retry-After.
     #[arg(long, default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
+    /// How long the answer to an `Idempotency-Key` is replayed (e.g. `10m`).
+    #[arg(long, default_value = "24h", value_parser = baton::config::duration::parse_duration)]
+    idempotency_window: std::time::Duration,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -49,6 +52,7 @@ async fn serve(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         body_limit: args.body_limit,
         max_in_flight: args.max_in_flight.max(1),
+        idempotency_window: args.idempotency_window,
     };
     let gateway = Gateway::new(running.engines(), running.store(), limits)?;
     let listener = tokio::net::TcpListener::bind(args.addr)
