@@ -490,7 +490,7 @@ async fn dashboard_graph(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// Reads the body, refusing one over the limit before reading it when
 /// its length is declared, and as soon as it passes the limit otherwise.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -499,15 +499,14 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
         )
         .with_code("request_too_large")
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(request.into_body(), limit)
+    axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())
 }
@@ -522,8 +521,8 @@ async fn messages(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
 
 async fn answer(gateway: &Arc<Gateway>, wire: Wire, request: Request) -> Response {
     let started = Instant::now();
-    let headers = request.headers().clone();
-    let result = handle_chat(gateway, wire, &headers, request).await;
+    let (parts, body) = request.into_parts();
+    let result = handle_chat(gateway, wire, &parts.headers, body).await;
     let response = match result {
         Ok(response) => response,
         Err(error) => error.respond(wire),
@@ -538,9 +537,9 @@ async fn handle_chat(
     gateway: &Arc<Gateway>,
     wire: Wire,
     headers: &HeaderMap,
-    request: Request,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(request, gateway.limits.body_limit).await?;
+    let body = read_body(headers, body, gateway.limits.body_limit).await?;
     let parsed = match wire {
         Wire::OpenAi => openai::parse_request(&body),
         Wire::Anthropic => anthropic::parse_request(&body),
@@ -644,12 +643,19 @@ async fn ask_route(
     meter: self::keys::Meter,
 ) -> Result<Response, ApiError> {
     let router = entered.engine.router().clone();
-    let mut route_request = RouteRequest::new(incoming.model.clone(), incoming.request.clone());
+    let question = last_user_text(&incoming);
+    let Incoming {
+        model,
+        request,
+        stream,
+        include_usage,
+    } = incoming;
+    let mut route_request = RouteRequest::new(model.clone(), request);
     let trace_id = route_request.trace_id;
     route_request.scope = "gateway".to_owned();
     if let Some(journal) = &gateway.journal {
-        let mut record = JournalRecord::accepted(trace_id, last_user_text(&incoming));
-        record.route = Some(incoming.model.clone());
+        let mut record = JournalRecord::accepted(trace_id, question);
+        record.route = Some(model.clone());
         if let Err(error) = journal.journal.accept(&record) {
             return Err(journal_error(trace_id, &error.to_string()));
         }
@@ -660,7 +666,7 @@ async fn ask_route(
     let ids = Ids {
         id: format!("chatcmpl-{trace_id}"),
         created: now_secs(),
-        model: incoming.model.clone(),
+        model: model.clone(),
     };
     // The task ends the journal record however the client goes; the
     // token cancels the upstream call when the client hangs up first.
@@ -670,9 +676,7 @@ async fn ask_route(
     let (events_tx, events_rx) = mpsc::channel::<StreamEvent>(64);
     let journal = gateway.journal.clone();
     let metrics = gateway.metrics.clone();
-    let stream = incoming.stream;
     let task_router = router.clone();
-    let model = incoming.model.clone();
     tokio::spawn(async move {
         let routed = tokio::select! {
             result = async {
@@ -727,11 +731,11 @@ async fn ask_route(
         };
         let _ = done_tx.send(reply);
     });
-    if incoming.stream {
+    if stream {
         return Ok(stream_response(
             wire,
             ids,
-            incoming.include_usage,
+            include_usage,
             events_rx,
             done_rx,
             Some(trace_id),

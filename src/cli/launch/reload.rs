@@ -295,7 +295,9 @@ pub async fn start(
 impl Engine {
     /// The first swarm's supervisor (the swarm of `ask`, `chat`, `run`).
     pub fn supervisor(&self) -> ActorRef<SupervisorMsg> {
-        self.slots[0]
+        self.slots
+            .first()
+            .expect("ask, chat and run start an engine with their one swarm")
             .supervisor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
