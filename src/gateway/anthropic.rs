@@ -5,17 +5,10 @@
 
 use serde_json::{Value, json};
 
-use super::openai::{Incoming, Invalid};
+use super::openai::{Incoming, Invalid, invalid, object_with_model};
 use crate::provider::{
     ChatRequest, ChatResponse, FinishReason, Message, MessageRole, ToolCall, ToolSpec, Usage,
 };
-
-fn invalid(param: &str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        param: Some(param.to_owned()),
-        message: message.into(),
-    }
-}
 
 /// A `tool_result` block's content: a string or text blocks.
 fn result_text(value: &Value) -> String {
@@ -127,27 +120,7 @@ fn messages_of(value: &Value, index: usize, out: &mut Vec<Message>) -> Result<()
 
 /// Reads a Messages request body.
 pub fn parse_request(body: &[u8]) -> Result<Incoming, Invalid> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| Invalid {
-        param: None,
-        message: format!("the body is not valid JSON: {error}"),
-    })?;
-    let Some(object) = value.as_object() else {
-        return Err(Invalid {
-            param: None,
-            message: "the body must be a JSON object".to_owned(),
-        });
-    };
-    let model = object
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| {
-            invalid(
-                "model",
-                "`model` is required: a route name, or `swarm:NAME`",
-            )
-        })?
-        .to_owned();
+    let (object, model) = object_with_model(body)?;
     let max_tokens = object
         .get("max_tokens")
         .and_then(Value::as_u64)

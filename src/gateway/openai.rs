@@ -26,7 +26,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(param: &str, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(param: &str, message: impl Into<String>) -> Invalid {
     Invalid {
         param: Some(param.to_owned()),
         message: message.into(),
@@ -198,13 +198,14 @@ fn tools(value: &Value) -> Result<Vec<ToolSpec>, Invalid> {
         .collect()
 }
 
-/// Reads a Chat Completions request body.
-pub fn parse_request(body: &[u8]) -> Result<Incoming, Invalid> {
+/// A request body as a JSON object, with its `model`: what both wire
+/// formats start with.
+pub(super) fn object_with_model(body: &[u8]) -> Result<(Map<String, Value>, String), Invalid> {
     let value: Value = serde_json::from_slice(body).map_err(|error| Invalid {
         param: None,
         message: format!("the body is not valid JSON: {error}"),
     })?;
-    let Some(object) = value.as_object() else {
+    let Value::Object(object) = value else {
         return Err(Invalid {
             param: None,
             message: "the body must be a JSON object".to_owned(),
@@ -221,6 +222,12 @@ pub fn parse_request(body: &[u8]) -> Result<Incoming, Invalid> {
             )
         })?
         .to_owned();
+    Ok((object, model))
+}
+
+/// Reads a Chat Completions request body.
+pub fn parse_request(body: &[u8]) -> Result<Incoming, Invalid> {
+    let (object, model) = object_with_model(body)?;
     let messages = object
         .get("messages")
         .and_then(Value::as_array)
