@@ -131,18 +131,6 @@ struct Layout {
     legend_top: f64,
 }
 
-fn column_rank(kind: NodeKind) -> u8 {
-    match kind {
-        NodeKind::Swarm => 0,
-        NodeKind::Agent => 1,
-        NodeKind::Contract => 2,
-        NodeKind::Route => 3,
-        NodeKind::Provider => 4,
-        NodeKind::Fallback => 5,
-        NodeKind::Model | NodeKind::Capability | NodeKind::Domain => 6,
-    }
-}
-
 fn kind_name(kind: NodeKind) -> &'static str {
     match kind {
         NodeKind::Swarm => "swarm",
@@ -371,13 +359,13 @@ fn layout(drawing: &Drawing) -> Layout {
     }
     let heights: Vec<f64> = sizes.iter().map(|s| s.1).collect();
 
-    let mut ranks: Vec<u8> = nodes.iter().map(|n| column_rank(n.kind)).collect();
+    let mut ranks: Vec<u8> = nodes.iter().map(|n| super::rank(n.kind)).collect();
     ranks.sort_unstable();
     ranks.dedup();
     let column_of: Vec<usize> = nodes
         .iter()
         .map(|n| {
-            let rank = column_rank(n.kind);
+            let rank = super::rank(n.kind);
             ranks.iter().position(|&r| r == rank).unwrap_or(0)
         })
         .collect();
@@ -453,7 +441,7 @@ fn layout(drawing: &Drawing) -> Layout {
                 .fold(0.0, f64::max);
             width = width.max(label) + 2.0 * CLUSTER_PAD;
         }
-        if ranks[column] == column_rank(NodeKind::Agent) {
+        if ranks[column] == super::rank(NodeKind::Agent) {
             x += ARC_ROOM;
         }
         column_x.push(x);
@@ -479,8 +467,8 @@ fn layout(drawing: &Drawing) -> Layout {
     // short on both sides.
     let mut centres = columns.centres();
     let attached = [
-        column_rank(NodeKind::Swarm),
-        column_rank(NodeKind::Contract),
+        super::rank(NodeKind::Swarm),
+        super::rank(NodeKind::Contract),
     ];
     let loose: Vec<usize> = (0..count)
         .filter(|&c| attached.contains(&ranks[c]))
