@@ -653,16 +653,20 @@ async fn ask_route(
     let mut route_request = RouteRequest::new(model.clone(), request);
     let trace_id = route_request.trace_id;
     route_request.scope = "gateway".to_owned();
-    if let Some(journal) = &gateway.journal {
-        let mut record = JournalRecord::accepted(trace_id, question);
-        record.route = Some(model.clone());
-        if let Err(error) = journal.journal.accept(&record) {
-            return Err(journal_error(trace_id, &error.to_string()));
+    let accepted = match &gateway.journal {
+        Some(journal) => {
+            let mut record = JournalRecord::accepted(trace_id, question);
+            record.route = Some(model.clone());
+            if let Err(error) = journal.journal.accept(&record) {
+                return Err(journal_error(trace_id, &error.to_string()));
+            }
+            if let Err(error) = journal.store.durable().await {
+                return Err(journal_error(trace_id, &error.to_string()));
+            }
+            Some(record)
         }
-        if let Err(error) = journal.store.durable().await {
-            return Err(journal_error(trace_id, &error.to_string()));
-        }
-    }
+        None => None,
+    };
     let ids = Ids {
         id: format!("chatcmpl-{trace_id}"),
         created: now_secs(),
@@ -719,9 +723,9 @@ async fn ask_route(
             Some(Err(error)) => meter.charge(&task_router, error.attempts()),
             None => {}
         }
-        let durable = match &journal {
-            Some(journal) => end_journal(journal, trace_id, ending).await,
-            None => Ok(()),
+        let durable = match (&journal, accepted) {
+            (Some(journal), Some(accepted)) => end_journal(journal, accepted, ending).await,
+            _ => Ok(()),
         };
         let reply: Routed = match (routed, durable) {
             (None, _) => return,
@@ -774,12 +778,13 @@ fn journal_error(trace_id: TraceId, why: &str) -> ApiError {
 
 async fn end_journal(
     journal: &RouteJournal,
-    trace_id: TraceId,
+    accepted: JournalRecord,
     ending: Ending,
 ) -> Result<(), String> {
+    let trace_id = accepted.trace_id;
     let record = journal
         .journal
-        .finish(trace_id, None, ending)
+        .end(accepted, None, ending)
         .map_err(|e| e.to_string())?;
     if let Err(error) = journal.telemetry.record_finished(&record) {
         tracing::error!(%error, trace = %trace_id, "cannot write the request's telemetry");

@@ -231,9 +231,21 @@ impl Journal {
         classification: Option<ClassificationEntry>,
         ending: Ending,
     ) -> Result<JournalRecord, StoreError> {
-        let mut record = self
+        let record = self
             .get(trace_id)?
             .unwrap_or_else(|| JournalRecord::accepted(trace_id, String::new()));
+        self.end(record, classification, ending)
+    }
+
+    /// Ends `record`, the one its caller accepted and still holds, without
+    /// reading it back (a read and a decode per request on the gateway's
+    /// hot path).
+    pub fn end(
+        &self,
+        mut record: JournalRecord,
+        classification: Option<ClassificationEntry>,
+        ending: Ending,
+    ) -> Result<JournalRecord, StoreError> {
         if classification.is_some() {
             record.classification = classification;
         }
