@@ -8,6 +8,7 @@ mod admin;
 mod agents;
 mod ask;
 mod chat;
+mod demo;
 mod graph;
 mod init;
 mod keys;
@@ -70,6 +71,9 @@ enum Command {
     Ask(ask::Args),
     /// Talk to a swarm turn by turn on stdin (piped input works too).
     Chat(chat::Args),
+    /// The main job end to end with no key: a swarm through a scripted
+    /// outage of mock upstreams, then the report.
+    Demo(demo::Args),
     /// Run a script of conversations against a swarm and summarise them.
     Run(run::Args),
     /// The OpenAI-compatible HTTP gateway over the policy's routes and swarms.
@@ -105,12 +109,16 @@ enum Command {
 /// Parses the process arguments and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The demo prints every switch itself; the supervisor's warnings about
+    // them would say it twice.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(cli.verbose, quiet);
     let result = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Agents(args) => agents::run(&cli, args),
         Command::Ask(args) => ask::run(&cli, args),
         Command::Chat(args) => chat::run(&cli, args),
+        Command::Demo(args) => demo::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
         Command::Review(command) => review::run(&cli, command),
@@ -137,8 +145,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -633,6 +633,46 @@ async fn status_faults_send_retry_after_and_real_error_bodies() {
 }
 
 #[tokio::test]
+async fn a_fault_with_a_limit_applies_that_many_times_then_lets_requests_through() {
+    let mock = start(
+        "[[fault]]\nkind = \"status\"\nstatus = 503\nlimit = 2\n\
+         [[fault]]\nkind = \"status\"\nstatus = 429\nlimit = 1\nendpoint = \"openai\"\n",
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            openai(&mock, &openai_body("q", false))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [503, 503, 429, 200, 200]);
+    // A new script starts its counts afresh.
+    mock.set_script(
+        Script::from_toml(
+            "[[fault]]\nkind = \"status\"\nstatus = 500\nlimit = 1\n",
+            Path::new("t"),
+        )
+        .unwrap(),
+    );
+    assert_eq!(openai(&mock, &openai_body("q", false)).await.status(), 500);
+    assert_eq!(openai(&mock, &openai_body("q", false)).await.status(), 200);
+    let error = Script::from_toml(
+        "[[fault]]\nkind = \"refuse\"\nlimit = 1\n",
+        Path::new("f.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("f.toml:3:9: fault #1: `limit` does not apply to kind = \"refuse\""),
+        "{error}"
+    );
+    mock.shutdown().await;
+}
+
+#[tokio::test]
 async fn refuse_closes_the_port_inside_its_window_and_reopens_after() {
     let mock = start("[[fault]]\nkind = \"refuse\"\nfrom = \"150ms\"\nto = \"450ms\"\n").await;
     // An open keep-alive connection must not outlive the refusal.

@@ -262,7 +262,7 @@ fn print_json(out: &mut Output, value: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// Whether each provider's key is set in this process's environment.
-fn keys_here(graph: &DependencyGraph) -> HashMap<String, bool> {
+pub(super) fn keys_here(graph: &DependencyGraph) -> HashMap<String, bool> {
     graph
         .nodes_of(NodeKind::Provider)
         .filter_map(|(_, node)| match node {
@@ -557,7 +557,7 @@ fn services_table(services: &[analysis::Service]) -> String {
     )
 }
 
-fn spof_table(spofs: &[analysis::Spof]) -> String {
+pub(super) fn spof_table(spofs: &[analysis::Spof]) -> String {
     let rows: Vec<Vec<String>> = spofs
         .iter()
         .map(|s| {
@@ -660,7 +660,7 @@ fn blast_table(blast: &analysis::BlastRadius) -> String {
 
 /// The text view: where the graph came from, each route's failover order
 /// with domains, each swarm's agents with their service, the providers.
-fn summary(graph: &DependencyGraph, origin: &str) -> String {
+pub(super) fn summary(graph: &DependencyGraph, origin: &str) -> String {
     let mut text = String::new();
     let count = |kind| graph.nodes_of(kind).count();
     let _ = writeln!(

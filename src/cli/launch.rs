@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use baton::actor::baton::HealthListener;
 use baton::actor::health::HealthChange;
-use baton::actor::supervisor::SupervisorMsg;
+use baton::actor::supervisor::{BindingReport, SupervisorMsg};
 use baton::actor::{Answer, AskError};
 use baton::alerts::AlertHandle;
 use baton::review::{NewReview, ReviewId, ReviewQueue};
@@ -173,15 +173,45 @@ impl Running {
         text: &str,
         session: Option<&str>,
     ) -> anyhow::Result<Result<Answer, AskError>> {
+        self.ask_into(text, session, None).await
+    }
+
+    /// As [`Running::ask`], with the answer's text streamed to `sink` as it
+    /// arrives.
+    pub async fn ask_streaming(
+        &self,
+        text: &str,
+        session: Option<&str>,
+        sink: tokio::sync::mpsc::Sender<baton::provider::StreamEvent>,
+    ) -> anyhow::Result<Result<Answer, AskError>> {
+        self.ask_into(text, session, Some(sink)).await
+    }
+
+    async fn ask_into(
+        &self,
+        text: &str,
+        session: Option<&str>,
+        sink: Option<tokio::sync::mpsc::Sender<baton::provider::StreamEvent>>,
+    ) -> anyhow::Result<Result<Answer, AskError>> {
         let engine = self.engines.current();
         let _busy = engine.enter();
         let supervisor = engine.supervisor();
+        let text = text.to_owned();
+        let session = session.map(str::to_owned);
         let result = supervisor
             .call(
-                |reply| SupervisorMsg::Ask {
-                    text: text.to_owned(),
-                    session: session.map(str::to_owned),
-                    reply,
+                |reply| match sink {
+                    Some(sink) => SupervisorMsg::AskStream {
+                        text,
+                        session,
+                        sink,
+                        reply,
+                    },
+                    None => SupervisorMsg::Ask {
+                        text,
+                        session,
+                        reply,
+                    },
                 },
                 Some(engine.longest_deadline + CALL_SLACK),
             )
@@ -295,6 +325,22 @@ impl Running {
         };
         let item = reviews.add(NewReview::from_answer(&self.name, question, answer))?;
         Ok(Some(item.id))
+    }
+
+    /// The swarm's worker bindings and its switches so far.
+    pub async fn bindings(&self) -> anyhow::Result<BindingReport> {
+        let supervisor = self.engines.current().supervisor();
+        match supervisor
+            .call(SupervisorMsg::Bindings, Some(CALL_SLACK))
+            .await
+            .context("cannot reach the swarm supervisor")?
+        {
+            CallResult::Success(report) => Ok(report),
+            CallResult::Timeout => {
+                anyhow::bail!("the swarm supervisor did not report its bindings")
+            }
+            CallResult::SenderError => anyhow::bail!("the swarm supervisor stopped"),
+        }
     }
 
     /// The engines serving, for the gateway.

@@ -79,7 +79,7 @@ pub fn exec(command: &Command, store: &Store, out: &mut Output) -> anyhow::Resul
 }
 
 /// An item as a few lines for people.
-fn describe(item: &ReviewItem, out: &mut String) {
+pub(super) fn describe(item: &ReviewItem, out: &mut String) {
     let _ = writeln!(
         out,
         "{}  {}  {}  {}/{}  served by {}{}",

@@ -10,7 +10,7 @@
 //!
 //! The script format is in [`script`]; the summary's in [`summary`].
 
-mod script;
+pub(super) mod script;
 mod summary;
 
 use std::io::IsTerminal;

@@ -38,6 +38,7 @@
 //! from = "5s"              # window relative to the script's start; default: always
 //! to = "15s"
 //! rate = 0.3               # probability per request; default 1.0
+//! limit = 1                # applies to at most this many requests; default no bound
 //! endpoint = "openai"      # openai | anthropic; default both
 //! ```
 //! Kinds and their own fields: `status` (`status`, `retry_after`); `refuse`
@@ -256,6 +257,9 @@ struct ScriptState {
     script: Arc<Script>,
     started: Instant,
     rng: StdRng,
+    /// Requests each fault (by index) has applied to since the script
+    /// started, for `limit`.
+    applied: Vec<usize>,
 }
 
 /// Whether a `refuse` window is active, and when that changes.
@@ -274,6 +278,7 @@ impl Shared {
                 script: Arc::new(script),
                 started: Instant::now(),
                 rng,
+                applied: Vec::new(),
             }),
             stats: Mutex::new(Stats::default()),
             generation: watch::Sender::new(0),
@@ -328,6 +333,7 @@ impl Shared {
             state.rng = StdRng::seed_from_u64(script.server.seed);
             state.script = Arc::new(script);
             state.started = Instant::now();
+            state.applied.clear();
         }
         self.generation.send_modify(|g| *g += 1);
     }

@@ -114,6 +114,9 @@ pub struct Fault {
     pub rate: f64,
     /// `None`: both endpoints.
     pub endpoint: Option<Endpoint>,
+    /// Applies to at most this many requests (`None`: no bound), so that a
+    /// script can cut exactly one stream whatever the traffic.
+    pub limit: Option<usize>,
 }
 
 /// What a fault does.
@@ -201,6 +204,7 @@ struct RawFault {
     from: Option<Spanned<String>>,
     to: Option<Spanned<String>>,
     rate: Option<Spanned<f64>>,
+    limit: Option<Spanned<i64>>,
     after_tokens: Option<Spanned<i64>>,
     token_interval: Option<Spanned<String>>,
     delay: Option<Spanned<String>>,
@@ -442,6 +446,11 @@ fn validate_fault(
         None => 1.0,
     };
     let endpoint = raw.endpoint.as_ref().map(|e| *e.get_ref());
+    let limit = raw
+        .limit
+        .as_ref()
+        .map(|v| checker.count("limit", v))
+        .transpose()?;
     let after_tokens = raw
         .after_tokens
         .as_ref()
@@ -475,6 +484,12 @@ fn validate_fault(
                 return Err(checker.error(
                     rate.span(),
                     format!("fault #{number}: `rate` does not apply to kind = \"refuse\": the port is closed for every connection"),
+                ));
+            }
+            if let Some(limit) = &raw.limit {
+                return Err(checker.error(
+                    limit.span(),
+                    format!("fault #{number}: `limit` does not apply to kind = \"refuse\": the port is closed for every connection"),
                 ));
             }
             if let Some(endpoint) = &raw.endpoint {
@@ -517,6 +532,7 @@ fn validate_fault(
         window: Window { from, to },
         rate,
         endpoint,
+        limit,
     })
 }
 

@@ -366,10 +366,19 @@ async fn chat(
                 let mut stats = shared.stats();
                 *stats.prompts.entry(conversation.fingerprint()).or_default() += 1;
             }
-            let mut state = shared.state();
-            let fault = choose_fault(&script, endpoint, elapsed, conversation, &mut state.rng);
-            let jitter = draw_jitter(settings.jitter, &mut state.rng);
-            drop(state);
+            let (fault, jitter) = {
+                let mut guard = shared.state();
+                let state = &mut *guard;
+                let fault = choose_fault(
+                    &script,
+                    endpoint,
+                    elapsed,
+                    conversation,
+                    &mut state.rng,
+                    &mut state.applied,
+                );
+                (fault, draw_jitter(settings.jitter, &mut state.rng))
+            };
             let (label, decision) = decide(conversation, fault, settings, elapsed, prompt_tokens);
             (label, decision, jitter)
         }
@@ -452,8 +461,10 @@ fn choose_fault<'s>(
     elapsed: Duration,
     conversation: &Conversation,
     rng: &mut impl Rng,
+    applied: &mut Vec<usize>,
 ) -> Option<&'s Fault> {
-    script.faults.iter().find(|fault| {
+    applied.resize(script.faults.len(), 0);
+    let (index, fault) = script.faults.iter().enumerate().find(|(index, fault)| {
         let fits = match fault.kind {
             // Handled by the accept loop, below HTTP.
             FaultKind::Refuse => false,
@@ -465,8 +476,11 @@ fn choose_fault<'s>(
         };
         fits && fault.endpoint.is_none_or(|e| e == endpoint)
             && fault.window.contains(elapsed)
+            && fault.limit.is_none_or(|limit| applied[*index] < limit)
             && (fault.rate >= 1.0 || rng.random::<f64>() < fault.rate)
-    })
+    })?;
+    applied[index] += 1;
+    Some(fault)
 }
 
 fn decide(

@@ -1,0 +1,175 @@
+//! The main job end to end: `baton demo` plays its conversations through
+//! its fault script with no key, and what it reports matches the script —
+//! the failovers fall inside the outage, the fail-backs after the
+//! recovery, the one cut stream is continued, the errors the report counts
+//! are the ones the mocks sent, and nothing is lost.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn demo(workload: &str) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["demo", workload, "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_STATE")
+        .env_remove("BATON_LOG")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .expect("baton demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "baton demo failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn mock<'a>(summary: &'a Value, provider: &str) -> &'a Value {
+    summary["mocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["provider"] == provider)
+        .unwrap_or_else(|| panic!("no mock {provider}"))
+}
+
+fn provider_report<'a>(summary: &'a Value, provider: &str) -> &'a Value {
+    summary["report"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == provider)
+        .unwrap_or_else(|| panic!("no report for {provider}"))
+}
+
+fn count(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
+/// The switches of one kind, checked against the script's outage of
+/// `primary` (503 from 8 s, refused connections until 18 s; the demo's
+/// hold down is 3 s): every failover leaves `primary` for `to` while it is
+/// failing, every fail-back comes back to it only once it has been healthy
+/// for the hold down, and the same workers come back that left.
+fn assert_switches_follow_the_outage(summary: &Value, primary: &str, to: &str) {
+    let switches = summary["switches"].as_array().unwrap();
+    let of = |reason: &str| -> Vec<&Value> {
+        switches.iter().filter(|s| s["reason"] == reason).collect()
+    };
+    let (failovers, fail_backs) = (of("failover"), of("fail_back"));
+    assert!(!failovers.is_empty(), "no failover: {switches:#?}");
+    for failover in &failovers {
+        let at = failover["at_s"].as_f64().unwrap();
+        assert!(
+            (8.0..18.0).contains(&at),
+            "failover outside the outage: {failover}"
+        );
+        assert_eq!(failover["from"], primary, "{failover}");
+        assert_eq!(failover["to"], to, "{failover}");
+    }
+    assert!(!fail_backs.is_empty(), "no fail-back: {switches:#?}");
+    for fail_back in &fail_backs {
+        let at = fail_back["at_s"].as_f64().unwrap();
+        assert!(
+            at >= 21.0,
+            "fail-back before the primary was back for the hold down: {fail_back}"
+        );
+        assert_eq!(fail_back["to"], primary, "{fail_back}");
+    }
+    let workers = |list: &[&Value]| -> BTreeSet<String> {
+        list.iter()
+            .map(|s| s["worker"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(workers(&failovers), workers(&fail_backs));
+    assert_eq!(count(&summary["failovers"]), failovers.len() as u64);
+    assert_eq!(count(&summary["fail_backs"]), fail_backs.len() as u64);
+}
+
+#[test]
+fn the_support_bot_demo_reports_what_its_fault_script_did() {
+    let summary = demo("support-bot");
+
+    // Every turn of the 56 conversations was answered: none lost, none failed.
+    assert_eq!(count(&summary["conversations"]), 56);
+    assert_eq!(count(&summary["turns"]), 128);
+    assert_eq!(count(&summary["failed"]), 0);
+    assert_eq!(count(&summary["report"]["totals"]["requests"]), 128);
+    assert_eq!(count(&summary["report"]["totals"]["failed"]), 0);
+
+    assert_switches_follow_the_outage(&summary, "fast-primary", "secondary");
+
+    // The script cuts exactly one stream; the demo saw it continued.
+    let primary = mock(&summary, "fast-primary");
+    assert_eq!(count(&primary["by_outcome"]["cut_stream"]), 1, "{primary}");
+    assert_eq!(count(&summary["continued_streams"]), 1);
+
+    // The report counts the errors the mocks sent, no more, no fewer: the
+    // primary's 503s and the secondary's 429 bursts.
+    let primary_report = provider_report(&summary, "fast-primary");
+    assert!(count(&primary["by_outcome"]["status"]) > 0, "{primary}");
+    assert_eq!(
+        primary_report["errors"]["5xx"], primary["by_outcome"]["status"],
+        "{primary_report}"
+    );
+    assert_eq!(count(&primary_report["errors"]["cut_stream"]), 1);
+    let secondary = mock(&summary, "secondary");
+    let secondary_report = provider_report(&summary, "secondary");
+    assert!(count(&secondary["by_outcome"]["status"]) > 0, "{secondary}");
+    assert_eq!(
+        secondary_report["errors"]["429"], secondary["by_outcome"]["status"],
+        "{secondary_report}"
+    );
+    // One outage of the primary, over by the end of the run.
+    assert_eq!(count(&primary_report["outages"]), 1, "{primary_report}");
+    assert_eq!(count(&primary_report["recoveries"]), 1, "{primary_report}");
+    let down_ms = primary_report["down_ms"].as_f64().unwrap();
+    assert!(
+        (8_000.0..=20_000.0).contains(&down_ms),
+        "down {down_ms} ms for a 10 s outage"
+    );
+    // long-context is the support route's last remote choice and was
+    // never needed.
+    assert_eq!(count(&mock(&summary, "long-context")["requests"]), 0);
+
+    // Conversations that spanned a switch had their history replayed to
+    // the new provider.
+    assert!(count(&summary["replayed_contexts"]) >= 1);
+    // A refund answered on the fallback path waits for a person.
+    let queue = summary["review_queue"].as_array().unwrap();
+    assert!(
+        queue
+            .iter()
+            .any(|item| item["worker"] == "refunds" && item["served_by"] == "secondary"),
+        "{queue:#?}"
+    );
+    // Every queued answer came from a high-stakes worker on a fallback path.
+    assert!(
+        queue
+            .iter()
+            .all(|item| item["worker"] == "refunds" || item["worker"] == "account")
+    );
+    assert_eq!(count(&summary["single_points_of_failure"]), 0);
+}
+
+#[test]
+fn the_knowledge_qa_demo_fails_over_from_long_context_and_back() {
+    let summary = demo("knowledge-qa");
+    assert_eq!(count(&summary["turns"]), 100);
+    assert_eq!(count(&summary["failed"]), 0);
+    assert_switches_follow_the_outage(&summary, "long-context", "secondary");
+    assert_eq!(
+        count(&mock(&summary, "long-context")["by_outcome"]["cut_stream"]),
+        1
+    );
+    assert_eq!(count(&summary["continued_streams"]), 1);
+    // The fast route's provider serves only the supervisor, which
+    // classifies on its own: it is probed, never asked.
+    assert_eq!(count(&mock(&summary, "fast-primary")["requests"]), 0);
+}
