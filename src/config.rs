@@ -205,6 +205,12 @@ struct RawProvider {
     connect_timeout: Option<Spanned<ConfigDuration>>,
     #[serde(default)]
     probe: RawProbe,
+    /// `kind = "local"`: the server's command line, with `{port}` and
+    /// `{model_path}` filled in.
+    command: Option<Spanned<Vec<String>>>,
+    model_path: Option<Spanned<String>>,
+    ready_timeout: Option<Spanned<ConfigDuration>>,
+    max_restarts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -367,8 +373,8 @@ pub struct Provider {
     pub base_url: Option<String>,
     /// The environment variable holding the API key (never the key itself).
     pub api_key_env: Option<String>,
-    /// False when `api_key_env` names a variable that is not set: the
-    /// provider is skipped.
+    /// False when `api_key_env` names a variable that is not set, or a
+    /// local provider's model file is missing: the provider is skipped.
     pub key_available: bool,
     /// The failure domain: providers sharing one fail together.
     pub domain: String,
@@ -387,6 +393,42 @@ pub struct Provider {
     pub tpm: Option<u32>,
     pub connect_timeout: Duration,
     pub probe: Probe,
+    /// How Baton runs a `kind = "local"` provider's server.
+    pub local: Option<LocalServerSpec>,
+}
+
+/// A local OpenAI-compatible model server Baton starts, supervises and
+/// stops (`kind = "local"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalServerSpec {
+    /// Program and arguments; `{port}` and `{model_path}` are filled in.
+    pub command: Vec<String>,
+    /// The model file, resolved against the config file's directory.
+    pub model_path: Option<PathBuf>,
+    /// How long a start may take before the server answers `GET /v1/models`.
+    pub ready_timeout: Duration,
+    /// Restarts after unexpected exits, within [`LocalServerSpec::RESTART_WINDOW`],
+    /// before Baton gives up on it.
+    pub max_restarts: u32,
+}
+
+impl LocalServerSpec {
+    pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+    /// llama.cpp's server, when `command` is not given.
+    pub fn default_command() -> Vec<String> {
+        [
+            "llama-server",
+            "-m",
+            "{model_path}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
 }
 
 impl Provider {
@@ -565,7 +607,10 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         path,
         diagnostics: Diagnostics::new(),
     };
-    let providers = validate_providers(raw.providers, &mut check);
+    // A local provider's model path is relative to the config file (the
+    // embedded default has none).
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let providers = validate_providers(raw.providers, base_dir, &mut check);
     let routes = validate_routes(&raw.routes, &raw.defaults, &providers, &mut check);
     let alerts = alerts::validate(raw.alerts, &providers, &routes, &mut check);
 
@@ -648,6 +693,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
 
 fn validate_providers(
     raw: BTreeMap<Spanned<String>, RawProvider>,
+    base_dir: &Path,
     check: &mut Checker<'_>,
 ) -> BTreeMap<ProviderId, Provider> {
     let mut providers = BTreeMap::new();
@@ -749,6 +795,7 @@ fn validate_providers(
             "connect_timeout",
             &format!("provider `{name}`"),
         );
+        let local = local_server(&name, &provider, base_dir, &mut key_available, check);
         let id = ProviderId(name.clone());
         providers.insert(
             id.clone(),
@@ -780,10 +827,109 @@ fn validate_providers(
                         .map_or(Duration::from_secs(15), |d| d.0),
                     kind: provider.probe.kind,
                 },
+                local,
             },
         );
     }
     providers
+}
+
+/// The local server settings of a `kind = "local"` provider; the local-only
+/// fields are errors on any other kind. A missing model file makes the
+/// provider unavailable (a warning), as a missing key does.
+fn local_server(
+    name: &str,
+    provider: &RawProvider,
+    base_dir: &Path,
+    available: &mut bool,
+    check: &mut Checker<'_>,
+) -> Option<LocalServerSpec> {
+    if provider.kind != ProviderKind::Local {
+        let foreign = [
+            ("command", provider.command.as_ref().map(Spanned::span)),
+            (
+                "model_path",
+                provider.model_path.as_ref().map(Spanned::span),
+            ),
+            (
+                "ready_timeout",
+                provider.ready_timeout.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (field, span) in foreign {
+            if let Some(span) = span {
+                check.error(
+                    span,
+                    field,
+                    format!("provider `{name}`: only a `kind = \"local\"` provider has `{field}`"),
+                );
+            }
+        }
+        return None;
+    }
+    let command = match &provider.command {
+        Some(command) if command.get_ref().is_empty() => {
+            check.error(
+                command.span(),
+                "command",
+                format!(
+                    "provider `{name}`: expected a program and its arguments, found an empty list"
+                ),
+            );
+            return None;
+        }
+        Some(command) => command.get_ref().clone(),
+        None => LocalServerSpec::default_command(),
+    };
+    if !command.iter().any(|arg| arg.contains("{port}")) {
+        let span = provider.command.as_ref().map(Spanned::span).unwrap_or(0..0);
+        check.error(
+            span,
+            "command",
+            format!(
+                "provider `{name}`: the command must take the port Baton gives it as `{{port}}`"
+            ),
+        );
+    }
+    let model_path = provider.model_path.as_ref().map(|path| {
+        let resolved = base_dir.join(path.get_ref());
+        if !resolved.is_file() {
+            *available = false;
+            check.warning(
+                path.span(),
+                "model_path",
+                format!(
+                    "provider `{name}`: no model file at {}; the provider is skipped",
+                    resolved.display()
+                ),
+            );
+        }
+        resolved
+    });
+    if model_path.is_none() && command.iter().any(|arg| arg.contains("{model_path}")) {
+        let span = provider.command.as_ref().map(Spanned::span).unwrap_or(0..0);
+        check.error(
+            span,
+            "model_path",
+            format!(
+                "provider `{name}`: the command uses `{{model_path}}`, so `model_path` is needed"
+            ),
+        );
+    }
+    check.positive(
+        &provider.ready_timeout,
+        "ready_timeout",
+        &format!("provider `{name}`"),
+    );
+    Some(LocalServerSpec {
+        command,
+        model_path,
+        ready_timeout: provider
+            .ready_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(60), |d| d.get_ref().0),
+        max_restarts: provider.max_restarts.unwrap_or(5),
+    })
 }
 
 /// Splices `route:NAME` entries into a flat provider list, reporting cycles.

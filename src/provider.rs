@@ -16,6 +16,7 @@
 pub mod anthropic;
 pub mod extractive;
 pub mod http;
+pub mod local;
 pub mod mock;
 pub mod openai;
 pub mod sse;

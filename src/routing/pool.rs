@@ -25,6 +25,7 @@ use super::budget::{RetryBudget, RetryBudgetPolicy};
 use super::decision::{BreakerGate, Capabilities, DomainId, ProviderSnapshot};
 use crate::config::{Config, Provider, ProviderId, ProviderKind};
 use crate::provider::anthropic::Anthropic;
+use crate::provider::local::Local;
 use crate::provider::openai::OpenAi;
 use crate::provider::{Backend, ProviderError};
 use crate::secret::Secret;
@@ -518,11 +519,32 @@ impl Pool {
                 ),
                 ProviderKind::Extractive => continue,
                 ProviderKind::Local => {
-                    pool.skipped.push((
-                        provider.id.clone(),
-                        "the supervised local model server is not available in this build".into(),
-                    ));
-                    continue;
+                    let skip = if !provider.key_available {
+                        Some("its model file is missing")
+                    } else if tokio::runtime::Handle::try_current().is_err() {
+                        // Commands that only read the config start no server.
+                        Some("no server is started outside a running process")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = skip {
+                        pool.skipped.push((provider.id.clone(), why.into()));
+                        continue;
+                    }
+                    let spec =
+                        provider
+                            .local
+                            .clone()
+                            .unwrap_or_else(|| crate::config::LocalServerSpec {
+                                command: crate::config::LocalServerSpec::default_command(),
+                                model_path: None,
+                                ready_timeout: Duration::from_secs(60),
+                                max_restarts: 5,
+                            });
+                    Arc::new(
+                        Local::start(provider.id.clone(), &spec, model, provider.connect_timeout)
+                            .map_err(error)?,
+                    )
                 }
             };
             pool.add(provider.clone(), backend, config, now)?;

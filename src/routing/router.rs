@@ -578,8 +578,7 @@ impl Router {
                 .cache
                 .get(fingerprint, Instant::now())
                 .map(|cached| (cached.response, ServedBy::Cache { age: cached.age })),
-            // No supervised local model server in this build.
-            FinalFallback::Local => None,
+            FinalFallback::Local => self.local_answer(request).await,
             FinalFallback::Extractive => {
                 let extractive = request.extractive.as_ref()?;
                 // Local and quick: a few seconds even when the remote
@@ -592,6 +591,36 @@ impl Router {
                     .map(|response| (response, ServedBy::Extractive))
             }
         }
+    }
+
+    /// The answer of the first supervised local model server that gives
+    /// one. A local server in the route's own chain already had its
+    /// attempt there and is not asked twice.
+    async fn local_answer(&self, request: &RouteRequest) -> Option<(ChatResponse, ServedBy)> {
+        let route = self.routes.get(&request.route)?;
+        let in_chain = |index: usize| route.chain.contains(&index);
+        for (index, handle) in self.pool.handles().iter().enumerate() {
+            if handle.spec.kind != crate::config::ProviderKind::Local || in_chain(index) {
+                continue;
+            }
+            // Its own full attempt time, even when the remote providers
+            // spent the request's: this is the last answer before the
+            // surrogate.
+            let deadline = AttemptDeadline::new(
+                route.spec.deadlines.first_token,
+                route.spec.deadlines.attempt,
+            );
+            match handle.backend.complete(&request.request, deadline).await {
+                Ok(response) => {
+                    let id = handle.id().clone();
+                    return Some((response, ServedBy::Provider { id }));
+                }
+                Err(error) => {
+                    tracing::warn!(trace = %request.trace_id, provider = %handle.id(), %error, "the local model server did not answer");
+                }
+            }
+        }
+        None
     }
 
     /// Routes one request to a complete answer.
