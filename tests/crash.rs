@@ -14,6 +14,8 @@
 //! `BATON_LONG=1` runs 100. The seed is printed so a failure can be
 //! replayed with `BATON_CRASH_SEED`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use baton::provider::mock::{MockServer, Script};
 use baton::store::journal::{Journal, RequestState};
-use baton::store::{Store, StoreSettings};
 use baton::trace::TraceId;
+use common::open_store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -116,23 +118,6 @@ fn feed_and_count(child: &mut Child, script: String) -> std::thread::JoinHandle<
         }
         acked
     })
-}
-
-/// Opens the store, waiting out a lock that sled's background flusher of
-/// a just-dropped handle (or a just-killed process's) still holds: sled
-/// releases its file lock only when that thread has finished.
-fn open_store(state: &Path) -> Result<Store, baton::store::StoreError> {
-    let started = Instant::now();
-    loop {
-        match Store::open(state, &StoreSettings::default()) {
-            Err(baton::store::StoreError::Locked(_))
-                if started.elapsed() < Duration::from_secs(5) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            result => return result,
-        }
-    }
 }
 
 /// Opens the store as the next process would and checks every

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ pub struct Serve {
     pub child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Serve {
@@ -29,45 +30,24 @@ impl Serve {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("--config")
-            .arg(dir.path().join("baton.toml"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_STATE")
-            .env_remove("BATON_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("baton serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let port = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("baton serve did not start:\n{}", seen.join("\n")));
-            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse::<u16>()
-                    .unwrap();
-            }
-            seen.push(line);
-        };
-        Serve { child, port, dir }
+        let (child, port) = spawn(dir.path(), args);
+        Serve {
+            child,
+            port,
+            dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    /// SIGKILLs the server and starts another on the same config and
+    /// store (on a new port).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, port) = spawn(self.dir.path(), &args);
+        self.child = child;
+        self.port = port;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -104,5 +84,64 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `baton serve` over `dir/baton.toml` and `dir/state`; returns its port.
+fn spawn(dir: &Path, args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(dir.join("baton.toml"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_STATE")
+        .env_remove("BATON_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baton serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Keeps reading stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("baton serve did not start:\n{}", seen.join("\n")));
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap();
+        }
+        seen.push(line);
+    };
+    (child, port)
+}
+
+/// Opens the store at `state` as the next process would, waiting out the
+/// lock a killed process leaves for a moment.
+pub fn open_store(state: &Path) -> Result<baton::store::Store, baton::store::StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match baton::store::Store::open(state, &baton::store::StoreSettings::default()) {
+            Err(baton::store::StoreError::Locked(_))
+                if started.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
     }
 }
