@@ -173,3 +173,36 @@ fn the_knowledge_qa_demo_fails_over_from_long_context_and_back() {
     // classifies on its own: it is probed, never asked.
     assert_eq!(count(&mock(&summary, "fast-primary")["requests"]), 0);
 }
+
+#[test]
+fn the_decision_support_demo_spills_bursts_over_to_the_faster_model() {
+    let summary = demo("decision-support");
+    assert_eq!(count(&summary["turns"]), 48);
+    assert_eq!(count(&summary["failed"]), 0);
+    // Bursts of 16 against a first choice that takes 4 at once: the rest
+    // spill over, and nothing fails over (no provider is down).
+    let spills = count(&summary["spills"]);
+    assert!(spills >= 3, "{spills} spill(s)");
+    assert_eq!(count(&summary["failovers"]), 0);
+    let turns = summary["turn_log"].as_array().unwrap();
+    for turn in turns {
+        let served_by = turn["served_by"].as_str().unwrap();
+        if turn["spilled"] == true {
+            assert_eq!(served_by, "fast-primary", "{turn}");
+        } else {
+            assert_eq!(served_by, "long-context", "{turn}");
+        }
+    }
+    assert_eq!(
+        count(&mock(&summary, "long-context")["requests"]) + spills,
+        48,
+        "every question went to exactly one model"
+    );
+    let triage = summary["report"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "triage")
+        .unwrap();
+    assert_eq!(count(&triage["fallbacks"]), spills, "{triage}");
+}

@@ -37,6 +37,7 @@ use baton::graph::analysis::{self, Outage};
 use baton::provider::StreamEvent;
 use baton::provider::mock::{Fault, FaultKind, MockHandle, MockServer, Script, Stats};
 use baton::review::{ReviewItem, ReviewQueue, served_by_label};
+use baton::routing::router::AttemptReason;
 use baton::store::health::now_ns;
 use baton::store::journal::Journal;
 use baton::telemetry::report::{Report, ReportOptions, build};
@@ -51,6 +52,12 @@ use super::{Cli, Command};
 
 /// A new conversation starts this often.
 const PACE: Duration = Duration::from_millis(500);
+/// decision-support: a burst of this many questions at once...
+const BURST_SIZE: usize = 16;
+/// ...the first this long after the start...
+const BURST_FIRST: Duration = Duration::from_secs(1);
+/// ...and the next ones this far apart.
+const BURST_EVERY: Duration = Duration::from_secs(5);
 /// A customer reads an answer this long before the next turn.
 const THINK: Duration = Duration::from_millis(300);
 /// Review items printed in full; the rest are counted.
@@ -72,6 +79,9 @@ pub enum Workload {
     SupportBot,
     /// Questions about the product documentation, answered with citations.
     KnowledgeQa,
+    /// On-call questions in bursts that saturate the triage route's first
+    /// model: the route spills over to a faster, cheaper one.
+    DecisionSupport,
 }
 
 impl Workload {
@@ -79,6 +89,25 @@ impl Workload {
         match self {
             Workload::SupportBot => "support-bot",
             Workload::KnowledgeQa => "knowledge-qa",
+            Workload::DecisionSupport => "decision-support",
+        }
+    }
+
+    /// When conversation `index` starts, from the start of the faults.
+    fn start_of(self, index: usize) -> Duration {
+        match self {
+            Workload::DecisionSupport => BURST_FIRST + BURST_EVERY * (index / BURST_SIZE) as u32,
+            _ => PACE * index as u32,
+        }
+    }
+
+    fn pace(self) -> String {
+        match self {
+            Workload::DecisionSupport => format!(
+                "in bursts of {BURST_SIZE} at once every {} s",
+                BURST_EVERY.as_secs()
+            ),
+            _ => format!("one starting every {} ms", PACE.as_millis()),
         }
     }
 
@@ -86,6 +115,9 @@ impl Workload {
         match self {
             Workload::SupportBot => include_str!("../../examples/demo/support-bot.jsonl"),
             Workload::KnowledgeQa => include_str!("../../examples/demo/knowledge-qa.jsonl"),
+            Workload::DecisionSupport => {
+                include_str!("../../examples/demo/decision-support.jsonl")
+            }
         }
     }
 
@@ -101,6 +133,11 @@ impl Workload {
                 include_str!("../../examples/demo/faults/knowledge-qa/fast-primary.toml"),
                 include_str!("../../examples/demo/faults/knowledge-qa/long-context.toml"),
                 include_str!("../../examples/demo/faults/knowledge-qa/secondary.toml"),
+            ],
+            Workload::DecisionSupport => [
+                include_str!("../../examples/demo/faults/decision-support/fast-primary.toml"),
+                include_str!("../../examples/demo/faults/decision-support/long-context.toml"),
+                include_str!("../../examples/demo/faults/decision-support/secondary.toml"),
             ],
         }
     }
@@ -182,6 +219,8 @@ struct Turn {
     /// another attempt finished it; read from the journal, which has every
     /// step's attempts (the answer has only the last step's).
     continued: bool,
+    /// Passed over a saturated provider of its route (spill-over).
+    spilled: bool,
     /// Served by another provider than the conversation's previous turn:
     /// the history so far was replayed to it.
     replayed_context: bool,
@@ -222,6 +261,8 @@ struct Summary {
     failed: usize,
     continued_streams: usize,
     replayed_contexts: usize,
+    /// Turns that spilled over to a faster model at peak load.
+    spills: usize,
     failovers: usize,
     fail_backs: usize,
     unnecessary_switches: usize,
@@ -260,8 +301,8 @@ impl Summary {
         );
         let _ = writeln!(
             text,
-            "{} failover(s), {} fail-back(s), {} unnecessary switch(es)",
-            self.failovers, self.fail_backs, self.unnecessary_switches
+            "{} failover(s), {} fail-back(s), {} unnecessary switch(es); {} turn(s) spilled over to a faster model at peak load",
+            self.failovers, self.fail_backs, self.unnecessary_switches, self.spills
         );
         for mock in &self.mocks {
             let outcomes: Vec<String> = mock
@@ -404,10 +445,10 @@ async fn play(
     let swarm = launch(&run_cli, &swarm_path).await?;
     let turns: usize = conversations.iter().map(|c| c.turns.len()).sum();
     let mut intro = format!(
-        "baton demo {}: {} conversations ({turns} turns), one starting every {} ms, against three mock upstreams on loopback; no key, no network\nfault script (from t = 0):\n",
+        "baton demo {}: {} conversations ({turns} turns), {}, against three mock upstreams on loopback; no key, no network\nfault script (from t = 0):\n",
         workload.swarm(),
         conversations.len(),
-        PACE.as_millis()
+        workload.pace()
     );
     for ((name, _), script) in PROVIDERS.iter().zip(&scripts) {
         let faults: Vec<String> = script.faults.iter().map(describe_fault).collect();
@@ -430,7 +471,7 @@ async fn play(
         mock.set_script(script.clone());
     }
     let progress = progress_bar(turns as u64, args.json);
-    let traffic = play_conversations(&swarm, conversations, t0, &progress);
+    let traffic = play_conversations(&swarm, workload, conversations, t0, &progress, args.json);
     let watch = watch_switches(&swarm, t0, &progress, args.json);
     let log = tokio::select! {
         log = traffic => log,
@@ -501,6 +542,7 @@ async fn play(
         failed: count(|t| t.error.is_some()),
         continued_streams: count(|t| t.continued),
         replayed_contexts: count(|t| t.replayed_context),
+        spills: count(|t| t.spilled),
         failovers: switches
             .iter()
             .filter(|s| s.reason == SwitchReason::Failover)
@@ -521,23 +563,26 @@ async fn play(
     })
 }
 
-/// Starts conversation `i` at `t0 + i × PACE`; all of them run at once.
+/// Starts each conversation at its time in the workload; all run at once.
 async fn play_conversations(
     swarm: &Running,
+    workload: Workload,
     conversations: &[Conversation],
     t0: Instant,
     progress: &ProgressBar,
+    json: bool,
 ) -> Vec<Turn> {
     let run_id = uuid::Uuid::now_v7();
     let mut log: Vec<Turn> = futures_util::stream::iter(conversations.iter().enumerate())
         .map(|(index, conversation)| async move {
-            tokio::time::sleep_until((t0 + PACE * index as u32).into()).await;
+            tokio::time::sleep_until((t0 + workload.start_of(index)).into()).await;
             converse(
                 swarm,
                 conversation,
                 format!("demo-{run_id}:{}", conversation.id),
                 t0,
                 progress,
+                json,
             )
             .await
         })
@@ -555,6 +600,7 @@ async fn converse(
     session: String,
     t0: Instant,
     progress: &ProgressBar,
+    json: bool,
 ) -> Vec<Turn> {
     let mut turns: Vec<Turn> = Vec::with_capacity(conversation.turns.len());
     for (index, text) in conversation.turns.iter().enumerate() {
@@ -579,6 +625,7 @@ async fn converse(
             refusal: false,
             needs_review: false,
             continued: false,
+            spilled: false,
             replayed_context: false,
             error: None,
         };
@@ -593,6 +640,21 @@ async fn converse(
                 turn.refusal = outcome.refusal;
                 turn.needs_review = answer.needs_review;
                 turn.replayed_context = previous.is_some_and(|p| p != served_by);
+                turn.spilled = outcome
+                    .attempts
+                    .iter()
+                    .any(|a| a.reason == AttemptReason::SpillOver);
+                if turn.spilled {
+                    say(
+                        progress,
+                        json,
+                        &format!(
+                            "  t={:>5.1}s spill-over {}: answered by {served_by} (the route's first choice was saturated)\n",
+                            turn.at_s,
+                            turn.worker.as_deref().unwrap_or("?")
+                        ),
+                    );
+                }
                 turn.served_by = Some(served_by);
                 if let Err(error) = swarm.queue_for_review(text, &answer) {
                     turn.error = Some(format!("cannot queue the answer for review: {error:#}"));
