@@ -51,6 +51,7 @@ fn config(base_url: &str) -> String {
         "opus",
         "haiku",
         "knowledge",
+        "triage",
     ] {
         config.push_str(&format!("[routes.{route}]\nchain = [\"upstream\"]\n"));
     }

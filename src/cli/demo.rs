@@ -473,7 +473,7 @@ async fn play(
     let progress = progress_bar(turns as u64, args.json);
     let traffic = play_conversations(&swarm, workload, conversations, t0, &progress, args.json);
     let watch = watch_switches(&swarm, t0, &progress, args.json);
-    let log = tokio::select! {
+    let mut log = tokio::select! {
         log = traffic => log,
         () = watch => unreachable!("the watch runs until the traffic ends"),
     };
@@ -490,7 +490,6 @@ async fn play(
         .store()
         .context("the demo's own store is held by another process")?;
     let journal = Journal::new(store)?;
-    let mut log = log;
     for turn in &mut log {
         if let (Some(trace_id), None) = (turn.trace_id, &turn.error)
             && let Some(record) = journal.get(trace_id)?
