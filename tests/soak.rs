@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,10 @@ fn policy(serve: &Serve, args: &[&str]) {
 struct Shared {
     port: AtomicU16,
     stop: AtomicBool,
-    acked: Mutex<HashSet<TraceId>>,
+    /// Acknowledged requests, and whether the answer said it failed (a
+    /// stream whose head went out before every provider failed ends with
+    /// an error event: journaled `failed`, rightly).
+    acked: Mutex<HashMap<TraceId, bool>>,
     idempotent: Mutex<Vec<Vec<String>>>,
 }
 
@@ -150,15 +153,19 @@ async fn client(id: usize, shared: Arc<Shared>, seed: u64) {
                     .ok()?
                     .to_owned();
                 // The answer counts as acknowledged once it was read whole.
-                response.bytes().await.ok()?;
-                Some(trace)
+                let body = response.bytes().await.ok()?;
+                let failed = stream
+                    && String::from_utf8_lossy(&body)
+                        .lines()
+                        .any(|line| line.starts_with("data: {\"error\""));
+                Some((trace, failed))
             }
         };
-        let traces: Vec<Option<String>> = if !stream && rng.random_bool(0.1) {
+        let traces: Vec<Option<(String, bool)>> = if !stream && rng.random_bool(0.1) {
             let key = format!("soak-{seed}-{id}-{n}");
             let copies =
                 futures_util::future::join_all((0..3).map(|_| send(Some(key.clone())))).await;
-            let answered: Vec<String> = copies.iter().flatten().cloned().collect();
+            let answered: Vec<String> = copies.iter().flatten().map(|(t, _)| t.clone()).collect();
             if answered.len() > 1 {
                 shared.idempotent.lock().unwrap().push(answered);
             }
@@ -166,9 +173,9 @@ async fn client(id: usize, shared: Arc<Shared>, seed: u64) {
         } else {
             vec![send(None).await]
         };
-        for trace in traces.into_iter().flatten() {
+        for (trace, failed) in traces.into_iter().flatten() {
             let uuid = uuid::Uuid::parse_str(&trace).expect("a trace id");
-            shared.acked.lock().unwrap().insert(TraceId(uuid));
+            shared.acked.lock().unwrap().insert(TraceId(uuid), failed);
         }
     }
 }
@@ -203,7 +210,7 @@ async fn baton_serve_holds_up_under_chaos_policy_changes_and_a_sigkill() {
     let shared = Arc::new(Shared {
         port: AtomicU16::new(serve.port),
         stop: AtomicBool::new(false),
-        acked: Mutex::new(HashSet::new()),
+        acked: Mutex::new(HashMap::new()),
         idempotent: Mutex::new(Vec::new()),
     });
     let clients: Vec<_> = (0..CLIENTS)
@@ -277,16 +284,17 @@ async fn baton_serve_holds_up_under_chaos_policy_changes_and_a_sigkill() {
         "too few answers to judge: {}",
         acked.len()
     );
-    for trace in &acked {
+    for (trace, failed) in &acked {
         let record = journal
             .get(*trace)
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged {trace} is not in the journal (seed {seed})"));
-        assert_eq!(
-            record.state,
-            RequestState::Completed,
-            "{trace} (seed {seed})"
-        );
+        let expected = if *failed {
+            RequestState::Failed
+        } else {
+            RequestState::Completed
+        };
+        assert_eq!(record.state, expected, "{trace} (seed {seed})");
     }
     for copies in shared.idempotent.lock().unwrap().iter() {
         assert!(
