@@ -65,7 +65,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use load::{
-    Pool, Process, Settings, Step, Target, WARM_UP, env_or, memory, pin_self, step, wait_for_line,
+    Pool, Process, Settings, Step, Target, WARM_UP, env_or, memory, pin_self, spawn_mock, step,
+    wait_for_line,
 };
 
 const DEFAULT_RATES: &str = "500,1000,2000,5000,10000,15000";
@@ -105,22 +106,9 @@ fn baton_command(pin: bool) -> Command {
 fn start_mock(dir: &Path, pin: bool) -> (Process, String) {
     let script = dir.join("mock.toml");
     std::fs::write(&script, "[server]\nanswer_tokens = 8\n").expect("mock script");
-    let mut child = baton_command(pin)
-        .args(["mock-provider", "--addr", "127.0.0.1:0", "--script"])
-        .arg(&script)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("baton mock-provider starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let process = Process {
-        child,
-        name: "mock",
-    };
-    let addr = wait_for_line(stdout, "listening on ", "baton mock-provider");
-    (process, addr)
+    let mut command = baton_command(pin);
+    command.current_dir(dir);
+    spawn_mock(command, &script, "mock")
 }
 
 /// `baton serve` on a free port with a route `main` over the mock.

@@ -39,7 +39,10 @@ use std::time::{Duration, Instant};
 
 use baton::provider::mock::expected_answer;
 use bytes::Bytes;
-use load::{Pool, Process, Settings, Step, Target, env_or, memory, pin_self, step, wait_for_line};
+use load::{
+    Pool, Process, Settings, Step, Target, env_or, memory, pin_self, spawn_mock, step,
+    wait_for_line,
+};
 use serde_json::{Value, json};
 
 const PROMPT: &str = "Where is my parcel?";
@@ -76,17 +79,7 @@ fn start_mock(dir: &Path, name: &'static str, pin: bool) -> (Process, String) {
         format!("[server]\nmodel = \"{name}\"\nanswer_tokens = {ANSWER_TOKENS}\n"),
     )
     .expect("mock script");
-    let mut child = pinned(&baton_bin(), pin)
-        .args(["mock-provider", "--addr", "127.0.0.1:0", "--script"])
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("baton mock-provider starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let addr = wait_for_line(stdout, "listening on ", "baton mock-provider");
-    (Process { child, name }, addr)
+    spawn_mock(pinned(&baton_bin(), pin), &script, name)
 }
 
 /// Waits until `url` answers at all (any status), up to `limit`.

@@ -431,3 +431,24 @@ pub fn pin_self() {
         eprintln!("BATON_BENCH_PIN: taskset failed; running unpinned");
     }
 }
+
+/// Starts `baton mock-provider` on a free port with `script`, through
+/// `command` (the binary, maybe under `taskset`); returns it and its
+/// address.
+pub fn spawn_mock(
+    mut command: Command,
+    script: &std::path::Path,
+    name: &'static str,
+) -> (Process, String) {
+    let mut child = command
+        .args(["mock-provider", "--addr", "127.0.0.1:0", "--script"])
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baton mock-provider starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let addr = wait_for_line(stdout, "listening on ", "baton mock-provider");
+    (Process { child, name }, addr)
+}
