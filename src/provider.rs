@@ -363,6 +363,11 @@ pub enum ProviderError {
     MissingKey(String),
     #[error("cannot answer: {0}")]
     Unavailable(String),
+    /// Refused inside Baton, before any call: the provider's concurrency
+    /// slots and queue are full. Not the provider's failure, so its health
+    /// is not charged, and the route moves on as a spill-over.
+    #[error("saturated: {0}")]
+    Saturated(String),
 }
 
 fn retry_after_text(retry_after: &Option<Duration>) -> String {
@@ -422,6 +427,7 @@ impl ProviderError {
             ProviderError::Contract(_) => "contract",
             ProviderError::MissingKey(_) => "missing_key",
             ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::Saturated(_) => "saturated",
         }
     }
 }

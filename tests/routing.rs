@@ -450,7 +450,7 @@ async fn spills_over_a_saturated_provider_instead_of_queueing() {
 }
 
 #[tokio::test]
-async fn without_spill_over_a_full_queue_refuses_at_once_and_fails_over() {
+async fn without_spill_over_a_full_queue_refuses_at_once_and_moves_on() {
     let busy = mock("[server]\nlatency = \"400ms\"\n").await;
     let spare = healthy().await;
     let config = config(
@@ -478,9 +478,17 @@ async fn without_spill_over_a_full_queue_refuses_at_once_and_fails_over() {
     let third = router.complete(ask("three")).await.unwrap();
     assert_eq!(served_by(&third), "spare");
     let refusal = third.attempts[0].error.as_ref().unwrap();
-    assert_eq!(refusal.0, "unavailable");
+    assert_eq!(refusal.0, "saturated");
     assert!(refusal.1.contains("the queue is full"), "{}", refusal.1);
     assert!(third.attempts[0].latency < Duration::from_millis(50));
+    // Passing over a full provider is a spill-over whether the snapshot
+    // or the queue found it full: the provider did not fail.
+    assert_eq!(third.attempts[1].reason, AttemptReason::SpillOver);
+    let busy_breaker = router.pool().handles()[0].breaker(tokio::time::Instant::now());
+    assert_eq!(
+        busy_breaker.consecutive_failures, 0,
+        "a full queue is not charged to the provider's health"
+    );
     for task in running {
         let outcome = task.await.unwrap().unwrap();
         assert_eq!(

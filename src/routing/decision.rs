@@ -261,6 +261,9 @@ pub enum ErrorKind {
     StreamCut,
     /// The answer broke the agent's output schema.
     Contract,
+    /// Refused before the call: every concurrency slot and the queue were
+    /// taken (the snapshot that chose it was a moment old).
+    Saturated,
 }
 
 /// Whether an error may be retried on the provider that returned it.
@@ -287,7 +290,8 @@ impl ErrorKind {
             | ErrorKind::ContextLength
             | ErrorKind::ContentFilter
             | ErrorKind::StreamCut
-            | ErrorKind::Contract => SameProvider::Never,
+            | ErrorKind::Contract
+            | ErrorKind::Saturated => SameProvider::Never,
         }
     }
 
@@ -328,6 +332,7 @@ impl From<&ProviderError> for ErrorKind {
             ProviderError::Malformed(_) => ErrorKind::Malformed,
             ProviderError::StreamCut { .. } => ErrorKind::StreamCut,
             ProviderError::Contract(_) => ErrorKind::Contract,
+            ProviderError::Saturated(_) => ErrorKind::Saturated,
         }
     }
 }
@@ -376,6 +381,25 @@ impl AttemptState {
         }
     }
 
+    /// Whether every attempt so far was refused for saturation.
+    fn only_saturated(&self, chain_len: usize) -> bool {
+        self.positions[..chain_len.min(MAX_CHAIN)]
+            .iter()
+            .filter(|p| p.attempts > 0)
+            .all(|p| p.last_error == Some(ErrorKind::Saturated))
+    }
+
+    /// The positions refused for saturation.
+    fn saturated(&self, chain_len: usize) -> Positions {
+        self.positions[..chain_len.min(MAX_CHAIN)]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.last_error == Some(ErrorKind::Saturated))
+            .fold(Positions::EMPTY, |set, (position, _)| {
+                set.with(position as u8)
+            })
+    }
+
     /// A final fallback was tried and could not answer.
     pub fn record_fallback(&mut self, fallback: FinalFallback) {
         self.fallbacks_tried = self.fallbacks_tried.with(fallback);
@@ -407,6 +431,11 @@ impl Positions {
     /// Whether no position is in this set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The positions in either set.
+    pub const fn union(self, other: Positions) -> Positions {
+        Positions(self.0 | other.0)
     }
 }
 
@@ -562,6 +591,11 @@ pub fn decide(chain: &[ProviderSnapshot], route: &RoutePolicy, state: &AttemptSt
         Some(position) => Decision::Attempt {
             position: position as u8,
             reason: match state.last {
+                // Only saturation refusals so far: moving on is the same
+                // spill-over the snapshot would have made a moment later.
+                Some(_) if state.only_saturated(chain.len()) => Reason::SpillOver {
+                    skipped: state.saturated(chain.len()).union(spilled),
+                },
                 Some(from) => Reason::Failover { from },
                 None if !spilled.is_empty() => Reason::SpillOver { skipped: spilled },
                 None => Reason::Primary,
@@ -1081,6 +1115,32 @@ mod tests {
     }
 
     #[test]
+    fn refused_for_saturation_moves_on_as_a_spill_over_not_a_failover() {
+        // The snapshot showed a free slot, but by the time the request
+        // reached the provider others had taken every slot and the queue.
+        let providers = chain(3);
+        let state = after(&[(0, ErrorKind::Saturated)]);
+        let routed = decide(&providers, &RoutePolicy::default(), &state);
+        assert_eq!(
+            routed.decision,
+            attempt(
+                1,
+                Reason::SpillOver {
+                    skipped: Positions::EMPTY.with(0)
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_real_failure_after_a_saturation_refusal_is_a_failover() {
+        let providers = chain(3);
+        let state = after(&[(0, ErrorKind::Saturated), (1, ErrorKind::ContentFilter)]);
+        let routed = decide(&providers, &RoutePolicy::default(), &state);
+        assert_eq!(routed.decision, attempt(2, Reason::Failover { from: 1 }));
+    }
+
+    #[test]
     fn positions_beyond_the_maximum_chain_are_ignored() {
         let mut providers = chain(20);
         for p in &mut providers[..MAX_CHAIN] {
@@ -1129,6 +1189,10 @@ mod tests {
                 ErrorKind::StreamCut,
             ),
             (ProviderError::MissingKey("K".into()), ErrorKind::Client),
+            (
+                ProviderError::Saturated(String::new()),
+                ErrorKind::Saturated,
+            ),
         ];
         for (error, kind) in cases {
             assert_eq!(ErrorKind::from(&error), kind, "{error}");

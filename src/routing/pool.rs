@@ -258,7 +258,7 @@ impl ProviderHandle {
         }
         let _leave = Leave(&limit.queued);
         if queued >= limit.max_queue {
-            return Err(ProviderError::Unavailable(format!(
+            return Err(ProviderError::Saturated(format!(
                 "{} calls in flight (max_concurrency) and {} waiting: the queue is full",
                 limit.max_concurrency, limit.max_queue
             )));
@@ -268,7 +268,7 @@ impl ProviderHandle {
             Ok(Err(_)) => Err(ProviderError::Unavailable(
                 "the provider is shutting down".into(),
             )),
-            Err(_) => Err(ProviderError::Unavailable(format!(
+            Err(_) => Err(ProviderError::Saturated(format!(
                 "no concurrency slot freed before the attempt's deadline ({} in flight)",
                 limit.max_concurrency
             ))),

@@ -308,7 +308,8 @@ fn fails_over(route: &Route, error: &ProviderError) -> bool {
         // Not the request's fault: another provider may well serve it.
         ProviderError::PrefillRejected(_)
         | ProviderError::MissingKey(_)
-        | ProviderError::Unavailable(_) => true,
+        | ProviderError::Unavailable(_)
+        | ProviderError::Saturated(_) => true,
         // A redirect, a refused key or an unknown model is the provider's
         // configuration fault, not the request's: the next one may serve.
         ProviderError::Status { status, .. }
