@@ -69,10 +69,19 @@ pub fn assemble(
     user: &str,
 ) -> ChatRequest {
     let prefix = Prefix::new(swarm, agent);
-    assemble_with(&prefix, swarm, requested_rules, knowledge, history, user)
+    assemble_with(
+        &prefix,
+        swarm,
+        requested_rules,
+        knowledge,
+        history,
+        user,
+        user,
+    )
 }
 
-/// [`assemble`] over a prefix built once.
+/// [`assemble`] over a prefix built once, retrieving passages for `search`
+/// (the user's question) rather than `user` (which may carry a handoff).
 pub fn assemble_with(
     prefix: &Prefix,
     swarm: &Swarm,
@@ -80,6 +89,7 @@ pub fn assemble_with(
     knowledge: Option<&KnowledgeIndex>,
     history: &[Message],
     user: &str,
+    search: &str,
 ) -> ChatRequest {
     let mut system = prefix.text.clone();
     let mut has_rules = prefix.has_rules;
@@ -94,7 +104,7 @@ pub fn assemble_with(
         push_rule(&mut system, swarm, id);
     }
     if let Some(index) = knowledge {
-        let hits = index.search(user, PASSAGES);
+        let hits = index.search(search, PASSAGES);
         if !hits.is_empty() {
             system.push_str("\n\n# Knowledge base passages (cite them as given)\n");
             for hit in hits {
@@ -158,5 +168,31 @@ mod tests {
         assert_eq!(request.messages.len(), 4);
         assert_eq!(request.messages[3].role, MessageRole::User);
         assert_eq!(request.messages[3].content, "refund for my yearly plan?");
+    }
+
+    #[test]
+    fn after_a_handoff_passages_are_retrieved_for_the_question_not_the_brief() {
+        let config = Config::parse(DEFAULT_CONFIG, Path::new("baton.toml")).unwrap();
+        let swarm = load_swarm(Path::new("agents/support-bot"), &config)
+            .unwrap()
+            .swarm;
+        let index = KnowledgeIndex::build_dir(Path::new("agents/support-bot/knowledge")).unwrap();
+        let refunds = swarm.agent("refunds").unwrap();
+        let question = "refund for my yearly plan?";
+        // A brief about something else entirely: model output from the
+        // previous step must not steer what the next one reads.
+        let brief = format!(
+            "{question}\n\n## Handoff from triage\n{}",
+            "password reset two-factor login locked account ".repeat(8)
+        );
+        let prefix = Prefix::new(&swarm, refunds);
+        let request = assemble_with(&prefix, &swarm, &[], Some(&index), &[], &brief, question);
+        let system = &request.messages[0].content;
+        let passages = &system[system.find("# Knowledge base passages").unwrap()..];
+        assert!(
+            passages.contains("[refunds-and-cancellations.md#"),
+            "{passages}"
+        );
+        assert_eq!(request.messages.last().unwrap().content, brief);
     }
 }

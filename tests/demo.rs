@@ -4,8 +4,11 @@
 //! recovery, the one cut stream is continued, the errors the report counts
 //! are the ones the mocks sent, and nothing is lost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
+
+use baton::knowledge::KnowledgeIndex;
 
 use serde_json::Value;
 
@@ -172,6 +175,61 @@ fn the_knowledge_qa_demo_fails_over_from_long_context_and_back() {
     // The fast route's provider serves only the supervisor, which
     // classifies on its own: it is probed, never asked.
     assert_eq!(count(&mock(&summary, "fast-primary")["requests"]), 0);
+    // The passages retrieved for a question reach the model with their
+    // citations, whichever provider serves it: the mocks (`cite = true`)
+    // end with the prompt's first citation, as a model told to cite would.
+    // A question the knowledge base has nothing on gets no citation. The
+    // extractive surrogate picks and cites passages of its own.
+    let knowledge = Path::new("agents/knowledge-qa/knowledge");
+    let index = KnowledgeIndex::build_dir(knowledge).unwrap();
+    let conversations = questions("examples/demo/knowledge-qa.jsonl");
+    let mut cited = 0;
+    for turn in summary["turn_log"].as_array().unwrap() {
+        let id = turn["conversation"].as_str().unwrap();
+        let question = &conversations[id][turn["turn"].as_u64().unwrap() as usize - 1];
+        let citations: Vec<&str> = turn["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        cited += u64::from(!citations.is_empty());
+        if turn["served_by"] == "extractive" {
+            for citation in &citations {
+                let file = citation[1..].split('#').next().unwrap();
+                assert!(knowledge.join(file).is_file(), "{citation}: {turn}");
+            }
+            continue;
+        }
+        match index.search(question, 3).first() {
+            Some(best) => {
+                let expected = index.passage(best.passage).citation();
+                assert_eq!(citations, [expected.as_str()], "{question}: {turn}");
+            }
+            None => assert!(citations.is_empty(), "{question}: {turn}"),
+        }
+    }
+    assert!(cited >= 80, "only {cited} of 100 questions found passages");
+    assert_eq!(count(&summary["cited"]), cited);
+}
+
+/// Each conversation's questions, by id, from a demo's JSONL script.
+fn questions(path: &str) -> BTreeMap<String, Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| {
+            let conversation: Value = serde_json::from_str(line).unwrap();
+            let turns = conversation["turns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect();
+            (conversation["id"].as_str().unwrap().to_owned(), turns)
+        })
+        .collect()
 }
 
 #[test]

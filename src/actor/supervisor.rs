@@ -678,6 +678,7 @@ fn accept(
     let job = Job {
         trace_id,
         step: 0,
+        question: Arc::from(text.as_str()),
         text: text.clone(),
         history,
         requested_rules: classification.requested_rules.clone(),

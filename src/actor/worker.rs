@@ -42,6 +42,10 @@ pub struct Job {
     /// id stays the same along the chain.
     pub step: u64,
     pub text: String,
+    /// The user's own words, which knowledge retrieval searches: after a
+    /// handoff `text` also carries the previous step's brief, model output
+    /// that would pull the search away from what was asked.
+    pub question: Arc<str>,
     /// The session so far, shared with the supervisor's copy.
     pub history: Arc<Vec<Message>>,
     pub requested_rules: Vec<RuleId>,
@@ -110,6 +114,7 @@ impl Actor for Worker {
                     state.knowledge.as_deref(),
                     &job.history,
                     &job.text,
+                    &job.question,
                 );
                 let route_request = RouteRequest {
                     trace_id: job.trace_id,

@@ -198,6 +198,45 @@ impl Drop for Scratch {
     }
 }
 
+/// The `[file#heading]` citations in `text`, in order, each once. A
+/// heading may hold brackets of its own (`[config.md#Reference > [server]]`),
+/// so a citation ends at its matching bracket; a file name has no spaces.
+fn citations_in(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while let Some(offset) = text[start..].find('[') {
+        let open = start + offset;
+        let mut depth = 0usize;
+        let close = bytes[open..].iter().position(|&b| {
+            match b {
+                b'[' => depth += 1,
+                b']' => depth -= 1,
+                _ => {}
+            }
+            depth == 0 || b == b'\n'
+        });
+        let citation = close
+            .map(|len| &text[open..=open + len])
+            .filter(|candidate| candidate.ends_with(']'))
+            .filter(|candidate| {
+                candidate[1..].split_once('#').is_some_and(|(file, _)| {
+                    !file.is_empty() && !file.contains(|c: char| c.is_whitespace() || c == '[')
+                })
+            });
+        match citation {
+            Some(citation) => {
+                if !found.iter().any(|c| c == citation) {
+                    found.push(citation.to_owned());
+                }
+                start = open + citation.len();
+            }
+            None => start = open + 1,
+        }
+    }
+    found
+}
+
 /// One turn as the demo saw it.
 #[derive(Debug, Serialize)]
 struct Turn {
@@ -224,6 +263,8 @@ struct Turn {
     /// Served by another provider than the conversation's previous turn:
     /// the history so far was replayed to it.
     replayed_context: bool,
+    /// The `[file#heading]` citations in the answer.
+    citations: Vec<String>,
     error: Option<String>,
 }
 
@@ -254,6 +295,8 @@ struct Summary {
     conversations: usize,
     turns: usize,
     answered: usize,
+    /// Answers that cite the swarm's knowledge base.
+    cited: usize,
     /// Answers from a fallback provider or a final fallback.
     fallbacks: usize,
     degraded: usize,
@@ -285,10 +328,11 @@ impl Summary {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "\n== the run: {:.1} s ==\n{} turns: {} answered ({} by a fallback, {} of them degraded), {} refusals, {} failed",
+            "\n== the run: {:.1} s ==\n{} turns: {} answered ({} citing the knowledge base; {} by a fallback, {} of them degraded), {} refusals, {} failed",
             self.elapsed_s,
             self.turns,
             self.answered,
+            self.cited,
             self.fallbacks,
             self.degraded,
             self.refusals,
@@ -535,6 +579,7 @@ async fn play(
         conversations: conversations.len(),
         turns: log.len(),
         answered: count(|t| t.error.is_none() && !t.refusal),
+        cited: count(|t| t.error.is_none() && !t.refusal && !t.citations.is_empty()),
         fallbacks: count(|t| t.fallback),
         degraded: count(|t| t.degraded),
         refusals: count(|t| t.refusal),
@@ -626,6 +671,7 @@ async fn converse(
             continued: false,
             spilled: false,
             replayed_context: false,
+            citations: Vec::new(),
             error: None,
         };
         match asked {
@@ -637,6 +683,7 @@ async fn converse(
                 turn.fallback = outcome.fallback;
                 turn.degraded = outcome.degraded;
                 turn.refusal = outcome.refusal;
+                turn.citations = citations_in(&outcome.response.text);
                 turn.needs_review = answer.needs_review;
                 turn.replayed_context = previous.is_some_and(|p| p != served_by);
                 turn.spilled = outcome
@@ -786,4 +833,25 @@ fn progress_bar(total: u64, json: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::citations_in;
+
+    #[test]
+    fn citations_are_the_bracketed_file_and_heading_pairs_each_once() {
+        let text = "Keep 30 days [retention.md#Default retention]. See [a note] and \
+                    [x [limits.md#Series] then [retention.md#Default retention] \
+                    [config.md#Reference > [server]] [open#";
+        assert_eq!(
+            citations_in(text),
+            [
+                "[retention.md#Default retention]",
+                "[limits.md#Series]",
+                "[config.md#Reference > [server]]"
+            ]
+        );
+        assert!(citations_in("no citation here [plain]").is_empty());
+    }
 }

@@ -19,6 +19,9 @@
 //! with an assistant message that starts the answer (prefill) gets only the
 //! rest. When the request offers tools and the last user message names one,
 //! the answer is a call to it with arguments `{"query": <that message>}`.
+//! With `cite`, a text answer ends with the first `[file#heading]` line of
+//! the system prompt (the knowledge passages Baton put there), so a demo
+//! shows cited answers without a model.
 //!
 //! # Script
 //! ```toml
@@ -30,6 +33,7 @@
 //! token_interval = "0ms"   # between streamed tokens
 //! max_context_tokens = 0   # 0 = unlimited; else longer prompts get the real error
 //! seed = 7                 # RNG for `rate` and `jitter`
+//! cite = false             # end answers with the prompt's first `[file#heading]`
 //!
 //! [[fault]]                # checked in order: the first active one that fits applies
 //! kind = "status"

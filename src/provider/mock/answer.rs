@@ -153,6 +153,30 @@ pub fn full_answer(conversation: &Conversation, answer_tokens: usize) -> Vec<Str
         .collect()
 }
 
+/// The first citation the system prompt offers: a line that is a whole
+/// `[file#heading]`, as Baton writes the knowledge passages it retrieved.
+pub fn first_citation(system: &str) -> Option<&str> {
+    system.lines().map(str::trim).find(|line| {
+        line.len() > 3 && line.starts_with('[') && line.ends_with(']') && line.contains('#')
+    })
+}
+
+/// The answer a server with these settings gives: [`full_answer`], then,
+/// with `cite`, the first citation of the prompt's passages, as a model
+/// told to cite them would. Every mock of one setup must agree on `cite`,
+/// or a continuation on another one would not match.
+pub fn settled_answer(
+    conversation: &Conversation,
+    answer_tokens: usize,
+    cite: bool,
+) -> Vec<String> {
+    let mut answer = full_answer(conversation, answer_tokens);
+    if cite && let Some(citation) = first_citation(&conversation.system) {
+        answer.push(format!("{citation} "));
+    }
+    answer
+}
+
 /// The tokens that follow `prefill` in `answer`, or `None` when the prefill
 /// is not a start of the answer. A prefill without its trailing space (the
 /// Anthropic API refuses trailing whitespace) still counts.
@@ -180,11 +204,16 @@ pub fn continuation(answer: &[String], prefill: &str) -> Option<Vec<String>> {
 }
 
 /// The reply to a conversation when no fault changes it.
-pub fn reply(conversation: &Conversation, answer_tokens: usize, continue_prefill: bool) -> Reply {
+pub fn reply(
+    conversation: &Conversation,
+    answer_tokens: usize,
+    cite: bool,
+    continue_prefill: bool,
+) -> Reply {
     if let Some(name) = conversation.requested_tool() {
         return Reply::ToolCall(tool_call(conversation, name));
     }
-    let answer = full_answer(conversation, answer_tokens);
+    let answer = settled_answer(conversation, answer_tokens, cite);
     let mut tokens = match conversation.prefill() {
         Some(prefill) if continue_prefill => continuation(&answer, prefill).unwrap_or(answer),
         _ => answer,
@@ -307,6 +336,25 @@ mod tests {
         assert_ne!(a, full_answer(&ask("hello!"), 10));
         assert_eq!(a.len(), 10);
         assert!(a.iter().all(|t| t.ends_with(' ') && t.trim().len() > 2));
+    }
+
+    #[test]
+    fn a_citing_server_ends_with_the_prompts_first_passage_citation() {
+        let mut conversation = ask("how long is data kept?");
+        conversation.system = "You answer from the docs.\n\n# Knowledge base passages (cite them as given)\n\n[retention.md#Default retention]\nData is kept 30 days.\n\n[limits.md#Series]\nAt most 1M series.\n".into();
+        let plain = full_answer(&conversation, 5);
+        let cited = settled_answer(&conversation, 5, true);
+        assert_eq!(cited[..5], plain[..]);
+        assert_eq!(cited[5], "[retention.md#Default retention] ");
+        assert_eq!(settled_answer(&conversation, 5, false), plain);
+        // Nothing to cite: the plain answer.
+        assert_eq!(
+            settled_answer(&ask("hi"), 5, true),
+            full_answer(&ask("hi"), 5)
+        );
+        // A citing answer continues like any other.
+        let head = cited[..5].concat();
+        assert_eq!(continuation(&cited, &head).unwrap(), cited[5..].to_vec());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct ServerSettings {
     pub max_context_tokens: Option<u32>,
     /// Seeds the RNG behind `rate` and `jitter`; answers do not depend on it.
     pub seed: u64,
+    /// End answers with the first `[file#heading]` citation of the system
+    /// prompt's knowledge passages.
+    pub cite: bool,
 }
 
 impl Default for ServerSettings {
@@ -68,6 +71,7 @@ impl Default for ServerSettings {
             token_interval: Duration::ZERO,
             max_context_tokens: None,
             seed: 0,
+            cite: false,
         }
     }
 }
@@ -193,6 +197,7 @@ struct RawServer {
     token_interval: Option<Spanned<String>>,
     max_context_tokens: Option<Spanned<i64>>,
     seed: Option<Spanned<i64>>,
+    cite: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +366,7 @@ fn validate_server(
         token_interval: duration("token_interval", &raw.token_interval)?,
         max_context_tokens,
         seed,
+        cite: raw.cite.unwrap_or(defaults.cite),
     })
 }
 
@@ -582,6 +588,7 @@ answer_tokens = 3
 latency = "20ms"
 max_context_tokens = 0
 seed = 7
+cite = true
 
 [[fault]]
 kind = "status"
@@ -601,6 +608,7 @@ after_tokens = 5
         assert_eq!(script.server.answer_tokens, 3);
         assert_eq!(script.server.latency, Duration::from_millis(20));
         assert_eq!(script.server.max_context_tokens, None);
+        assert!(script.server.cite);
         assert_eq!(
             script.faults[0].kind,
             FaultKind::Status {

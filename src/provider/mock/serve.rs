@@ -544,7 +544,12 @@ fn decide(
         malformed: false,
     };
     let continue_prefill = !matches!(kind, Some(FaultKind::RestartContinuation));
-    match answer::reply(conversation, settings.answer_tokens, continue_prefill) {
+    match answer::reply(
+        conversation,
+        settings.answer_tokens,
+        settings.cite,
+        continue_prefill,
+    ) {
         Reply::Text { tokens, truncated } => {
             plan.tokens = tokens;
             plan.finish = if truncated {
@@ -579,7 +584,8 @@ fn decide(
         Some(FaultKind::ContentFilter { after_tokens }) => {
             plan.tool_call = None;
             if plan.tokens.is_empty() {
-                plan.tokens = answer::full_answer(conversation, settings.answer_tokens);
+                plan.tokens =
+                    answer::settled_answer(conversation, settings.answer_tokens, settings.cite);
             }
             plan.tokens.truncate(*after_tokens);
             plan.finish = Finish::ContentFilter;
