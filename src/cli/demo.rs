@@ -328,11 +328,15 @@ impl Summary {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "\n== the run: {:.1} s ==\n{} turns: {} answered ({} citing the knowledge base; {} by a fallback, {} of them degraded), {} refusals, {} failed",
+            "\n== the run: {:.1} s ==\n{} turns: {} answered ({}{} by a fallback, {} of them degraded), {} refusals, {} failed",
             self.elapsed_s,
             self.turns,
             self.answered,
-            self.cited,
+            if self.cited > 0 {
+                format!("{} citing the knowledge base; ", self.cited)
+            } else {
+                String::new()
+            },
             self.fallbacks,
             self.degraded,
             self.refusals,
@@ -402,11 +406,20 @@ impl Summary {
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let workload = args.workload;
-    let swarm_dir = baton::template::resolve_swarm_dir(workload.swarm());
+    // `./agents/` first (a checkout's root, or a copy being edited), then
+    // the checkout this binary was built from, so the demo also runs from
+    // any other directory.
+    let mut swarm_dir = baton::template::resolve_swarm_dir(workload.swarm());
+    if !swarm_dir.is_dir() {
+        swarm_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("agents")
+            .join(workload.swarm());
+    }
     if !swarm_dir.is_dir() {
         anyhow::bail!(
-            "the demo plays the shipped swarm agents/{}: run it from the repository's root",
-            workload.swarm()
+            "the demo plays the shipped swarm agents/{}, which is neither under this directory nor at {}: run it from the repository's root",
+            workload.swarm(),
+            swarm_dir.display()
         );
     }
     let conversations = script::parse(
@@ -617,18 +630,30 @@ async fn play_conversations(
     json: bool,
 ) -> Vec<Turn> {
     let run_id = uuid::Uuid::now_v7();
+    let bursts = std::sync::Mutex::new(BurstTally::default());
+    let bursts = &bursts;
     let mut log: Vec<Turn> = futures_util::stream::iter(conversations.iter().enumerate())
         .map(|(index, conversation)| async move {
             tokio::time::sleep_until((t0 + workload.start_of(index)).into()).await;
-            converse(
+            let turns = converse(
                 swarm,
                 conversation,
                 format!("demo-{run_id}:{}", conversation.id),
                 t0,
                 progress,
                 json,
+                workload != Workload::DecisionSupport,
             )
-            .await
+            .await;
+            if workload == Workload::DecisionSupport {
+                let burst = index / BURST_SIZE;
+                let size = BURST_SIZE.min(conversations.len() - burst * BURST_SIZE);
+                let line = lock(bursts).add(burst, size, &turns, t0 + workload.start_of(index), t0);
+                if let Some(line) = line {
+                    say(progress, json, &line);
+                }
+            }
+            turns
         })
         .buffer_unordered(conversations.len().max(1))
         .flat_map(futures_util::stream::iter)
@@ -638,6 +663,56 @@ async fn play_conversations(
     log
 }
 
+/// What the turns of each decision-support burst came to, printed once a
+/// burst has all its answers (one line per spill would bury the switches).
+#[derive(Default)]
+struct BurstTally {
+    /// By burst: turns done, spilled, and where the answers came from.
+    seen: BTreeMap<usize, (usize, usize, BTreeMap<String, usize>)>,
+}
+
+impl BurstTally {
+    /// Counts one conversation's turns; returns the burst's line when it
+    /// was the burst's last.
+    fn add(
+        &mut self,
+        burst: usize,
+        size: usize,
+        turns: &[Turn],
+        started: Instant,
+        t0: Instant,
+    ) -> Option<String> {
+        let (done, spilled, served) = self.seen.entry(burst).or_default();
+        *done += 1;
+        for turn in turns {
+            *spilled += usize::from(turn.spilled);
+            let by = turn.served_by.as_deref().unwrap_or("failed");
+            *served.entry(by.to_owned()).or_default() += 1;
+        }
+        if *done < size {
+            return None;
+        }
+        let served: Vec<String> = served
+            .iter()
+            .map(|(by, n)| format!("{n} by {by}"))
+            .collect();
+        Some(format!(
+            "  t={:>5.1}s burst {}: {size} questions at once, {spilled} spilled over from the saturated first choice; answered {}\n",
+            started.duration_since(t0).as_secs_f64(),
+            burst + 1,
+            served.join(", ")
+        ))
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Plays one conversation; prints each spill-over as it happens when
+/// `print_spills`.
 async fn converse(
     swarm: &Running,
     conversation: &Conversation,
@@ -645,6 +720,7 @@ async fn converse(
     t0: Instant,
     progress: &ProgressBar,
     json: bool,
+    print_spills: bool,
 ) -> Vec<Turn> {
     let mut turns: Vec<Turn> = Vec::with_capacity(conversation.turns.len());
     for (index, text) in conversation.turns.iter().enumerate() {
@@ -690,7 +766,7 @@ async fn converse(
                     .attempts
                     .iter()
                     .any(|a| a.reason == AttemptReason::SpillOver);
-                if turn.spilled {
+                if turn.spilled && print_spills {
                     say(
                         progress,
                         json,
