@@ -8,9 +8,12 @@
 //! Each test starts its own mocks on `127.0.0.1:0`, writes its own config,
 //! and keeps its state directory in a temporary directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+
+mod common;
+
+use common::Workdir;
 
 use baton::provider::mock::{MockHandle, MockServer, Script, expected_answer};
 use serde_json::Value;
@@ -28,69 +31,12 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A test's files: config, state directory, scripts.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Runs `baton --config CONFIG --state STATE ARGS...` in the scratch
-    /// directory, with `stdin` piped in, off the async runtime so that the
-    /// in-process mocks keep serving.
-    async fn baton(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-        command
-            .arg("--config")
-            .arg(self.path("baton.toml"))
-            .arg("--state")
-            .arg(self.path("state"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_STATE")
-            .env_remove("BATON_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let stdin = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().expect("the baton binary runs");
-            let mut pipe = child.stdin.take().unwrap();
-            if let Some(text) = stdin {
-                pipe.write_all(text.as_bytes()).unwrap();
-            }
-            // Closing stdin is the end of input for `chat`.
-            drop(pipe);
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Scratch {
+impl Workdir {
     /// Writes `script` to `name` and runs it through support-bot one
     /// conversation at a time, so that request order is the script's.
     async fn run_in_order(&self, name: &str, script: &str) -> Output {
         self.write(name, script);
-        self.baton(
+        self.baton_with_input(
             &[
                 "run",
                 &support_bot(),
@@ -168,7 +114,7 @@ fn support_bot() -> String {
 /// choice, `refunds` (high stakes) through a fallback provider, `printing`
 /// from the extractive surrogate (an answer, or a refusal), `legacy`
 /// nowhere at all.
-fn write_desk_swarm(scratch: &Scratch) -> PathBuf {
+fn write_desk_swarm(scratch: &Workdir) -> PathBuf {
     let worker = |name: &str, route: &str, stakes: &str, intents: &str| {
         format!(
             "---\nname: {name}\ndescription: Handles {name} questions.\nrole: worker\n\
@@ -214,7 +160,7 @@ async fn run_summary_counts_each_path_a_request_took() {
     let primary = mock("").await;
     let secondary = mock("").await;
     let down = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let swarm = write_desk_swarm(&scratch);
     let mut config = format!("default_route = \"main\"\n{COMMON}");
     for (name, upstream) in [
@@ -240,7 +186,7 @@ async fn run_summary_counts_each_path_a_request_took() {
          {\"id\": \"l1\", \"turns\": [\"Can I send the fax by telex?\"]}\n",
     );
     let output = scratch
-        .baton(
+        .baton_with_input(
             &[
                 "run",
                 swarm.to_str().unwrap(),
@@ -293,7 +239,9 @@ async fn run_summary_counts_each_path_a_request_took() {
     assert_eq!(down.stats().requests, 5);
 
     // Both refunds answers are waiting for a person.
-    let listed = scratch.baton(&["review", "list", "--json"], None).await;
+    let listed = scratch
+        .baton_with_input(&["review", "list", "--json"], None)
+        .await;
     let items = json(&listed);
     let items = items.as_array().unwrap();
     assert_eq!(items.len(), 2, "{items:?}");
@@ -306,7 +254,7 @@ async fn run_summary_counts_each_path_a_request_took() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_support_script_runs_clean_against_a_healthy_upstream() {
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(&[("mock", &upstream)], &["mock"]),
@@ -332,7 +280,7 @@ async fn the_shipped_support_script_runs_clean_against_a_healthy_upstream() {
         );
     }
     let output = scratch
-        .baton(
+        .baton_with_input(
             &["run", &support_bot(), "--script", script.to_str().unwrap()],
             None,
         )
@@ -368,7 +316,7 @@ async fn the_shipped_support_script_runs_clean_against_a_healthy_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_script_is_refused_with_its_file_and_line_before_any_request() {
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(&[("mock", &upstream)], &["mock"]),
@@ -380,7 +328,7 @@ async fn a_bad_script_is_refused_with_its_file_and_line_before_any_request() {
          {\"id\": \"ok\", \"turns\": [\"again\"]}\n",
     );
     let output = scratch
-        .baton(
+        .baton_with_input(
             &["run", &support_bot(), "--script", script.to_str().unwrap()],
             None,
         )
@@ -404,7 +352,7 @@ async fn a_bad_script_is_refused_with_its_file_and_line_before_any_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(&[("mock", &upstream)], &["mock"]),
@@ -414,7 +362,7 @@ async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
 
     // Plain text: each answer on stdout, a status line per turn on stderr.
     let output = scratch
-        .baton(
+        .baton_with_input(
             &["chat", &support_bot()],
             Some(&format!("{first}\n\n{second}\n/quit\nnever asked\n")),
         )
@@ -437,7 +385,7 @@ async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
 
     // As JSON, to read what the provider counted.
     let output = scratch
-        .baton(
+        .baton_with_input(
             &["chat", &support_bot(), "--json", "--session", "s-1"],
             Some(&format!("{first}\n{second}\n")),
         )
@@ -450,7 +398,7 @@ async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
     assert_eq!(turns.len(), 2);
     assert_eq!(turns[1]["session"], "s-1");
     let fresh = scratch
-        .baton(&["ask", &support_bot(), second, "--json"], None)
+        .baton_with_input(&["ask", &support_bot(), second, "--json"], None)
         .await;
     assert!(fresh.status.success(), "{}", text(&fresh.stderr));
     let fresh = json(&fresh);
@@ -475,7 +423,7 @@ async fn chat_on_piped_stdin_replays_the_first_turn_to_the_provider() {
 async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_process() {
     let primary = mock("[[fault]]\nkind = \"refuse\"\n").await;
     let secondary = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(
@@ -485,7 +433,7 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
     );
     let question = "How long is the refund window on yearly plans?";
     let output = scratch
-        .baton(&["ask", &support_bot(), question], None)
+        .baton_with_input(&["ask", &support_bot(), question], None)
         .await;
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -507,7 +455,7 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
 
     // A low-stakes answer through the same fallback is not queued.
     let billing = scratch
-        .baton(
+        .baton_with_input(
             &[
                 "ask",
                 &support_bot(),
@@ -519,7 +467,9 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
     assert!(billing.status.success());
     assert!(!text(&billing.stderr).contains("queued for review"));
 
-    let listed = scratch.baton(&["review", "list", "--json"], None).await;
+    let listed = scratch
+        .baton_with_input(&["review", "list", "--json"], None)
+        .await;
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let items = json(&listed);
     let items = items.as_array().unwrap();
@@ -535,7 +485,7 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
     let id = item["id"].as_str().unwrap();
 
     let unknown = scratch
-        .baton(&["review", "approve", "rv-0000000000"], None)
+        .baton_with_input(&["review", "approve", "rv-0000000000"], None)
         .await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
@@ -545,7 +495,7 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
     );
 
     let approved = scratch
-        .baton(
+        .baton_with_input(
             &["review", "approve", id, "-m", "policy quoted correctly"],
             None,
         )
@@ -553,18 +503,24 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
     assert!(approved.status.success(), "{}", text(&approved.stderr));
     assert_eq!(text(&approved.stdout).trim(), format!("{id} approved"));
 
-    let pending = json(&scratch.baton(&["review", "list", "--json"], None).await);
+    let pending = json(
+        &scratch
+            .baton_with_input(&["review", "list", "--json"], None)
+            .await,
+    );
     assert_eq!(pending.as_array().unwrap().len(), 0, "{pending:#}");
     let all = json(
         &scratch
-            .baton(&["review", "list", "--all", "--json"], None)
+            .baton_with_input(&["review", "list", "--all", "--json"], None)
             .await,
     );
     assert_eq!(all[0]["status"], "approved");
     assert_eq!(all[0]["decision"]["note"], "policy quoted correctly");
 
     // A decision is final.
-    let again = scratch.baton(&["review", "reject", id], None).await;
+    let again = scratch
+        .baton_with_input(&["review", "reject", id], None)
+        .await;
     assert_eq!(again.status.code(), Some(1));
     assert!(
         text(&again.stderr).contains("already approved"),
@@ -576,7 +532,7 @@ async fn a_refund_answered_by_a_fallback_is_queued_then_approved_in_another_proc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_session_survives_a_restart_of_the_process() {
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
@@ -584,7 +540,7 @@ async fn a_chat_session_survives_a_restart_of_the_process() {
     let first = "I was charged twice for my subscription this month.";
     let second = "Can you tell me when the duplicate charge will be refunded?";
     let one = scratch
-        .baton(
+        .baton_with_input(
             &["chat", &support_bot(), "--json", "--session", "s-9"],
             Some(&format!("{first}\n")),
         )
@@ -592,7 +548,7 @@ async fn a_chat_session_survives_a_restart_of_the_process() {
     assert!(one.status.success(), "{}", text(&one.stderr));
     // A new process, the same session: the first exchange comes from the store.
     let two = scratch
-        .baton(
+        .baton_with_input(
             &["chat", &support_bot(), "--json", "--session", "s-9"],
             Some(&format!("{second}\n")),
         )
@@ -601,7 +557,7 @@ async fn a_chat_session_survives_a_restart_of_the_process() {
     let two: Value = serde_json::from_str(text(&two.stdout).trim()).unwrap();
     let fresh = json(
         &scratch
-            .baton(&["ask", &support_bot(), second, "--json"], None)
+            .baton_with_input(&["ask", &support_bot(), second, "--json"], None)
             .await,
     );
     let input = |answer: &Value| {
@@ -616,7 +572,7 @@ async fn a_chat_session_survives_a_restart_of_the_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_answer_serves_a_later_process_during_an_outage() {
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
         "[defaults]\n",
         "[defaults]\nfinal_fallbacks = [\"cache\"]\n",
@@ -624,7 +580,7 @@ async fn a_cached_answer_serves_a_later_process_during_an_outage() {
     scratch.write("baton.toml", &config);
     let question = "Why was I charged twice this month?";
     let healthy = scratch
-        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .baton_with_input(&["ask", &support_bot(), question, "--json"], None)
         .await;
     assert!(healthy.status.success(), "{}", text(&healthy.stderr));
     let healthy = json(&healthy);
@@ -636,7 +592,7 @@ async fn a_cached_answer_serves_a_later_process_during_an_outage() {
         .unwrap(),
     );
     let outage = scratch
-        .baton(&["ask", &support_bot(), question, "--json"], None)
+        .baton_with_input(&["ask", &support_bot(), question, "--json"], None)
         .await;
     assert!(outage.status.success(), "{}", text(&outage.stderr));
     let outage = json(&outage);
@@ -654,7 +610,7 @@ async fn a_cached_answer_serves_a_later_process_during_an_outage() {
 async fn a_provider_found_down_stays_down_for_the_next_process() {
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
     let secondary = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config = support_bot_config(
         &[("primary", &primary), ("secondary", &secondary)],
         &["primary", "secondary"],
@@ -666,12 +622,12 @@ async fn a_provider_found_down_stays_down_for_the_next_process() {
     scratch.write("baton.toml", &config);
     let question = "Why was I charged twice this month?";
     let first = scratch
-        .baton(&["ask", &support_bot(), question], None)
+        .baton_with_input(&["ask", &support_bot(), question], None)
         .await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert_eq!(primary.stats().requests, 1);
     let second = scratch
-        .baton(&["ask", &support_bot(), question], None)
+        .baton_with_input(&["ask", &support_bot(), question], None)
         .await;
     let stderr = text(&second.stderr);
     assert!(second.status.success(), "{stderr}");
@@ -684,21 +640,15 @@ async fn a_provider_found_down_stays_down_for_the_next_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_socket() {
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Write};
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(&[("upstream", &upstream)], &["upstream"]),
     );
-    let mut chat = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .arg("--config")
-        .arg(scratch.path("baton.toml"))
-        .arg("--state")
-        .arg(scratch.path("state"))
-        .args(["chat", &support_bot(), "--json"])
-        .env_remove("BATON_CONFIG")
-        .env_remove("BATON_STATE")
+    let mut chat = scratch
+        .command(&["chat", &support_bot(), "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -728,7 +678,7 @@ async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_s
     ];
     let mut remote = Vec::new();
     for args in commands {
-        let output = scratch.baton(args, None).await;
+        let output = scratch.baton_with_input(args, None).await;
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -752,7 +702,7 @@ async fn store_commands_reach_a_store_held_by_a_running_chat_through_its_admin_s
     // The store is free now: the same commands open it directly and print
     // the same.
     for (args, remote) in commands.iter().zip(&remote) {
-        let output = scratch.baton(args, None).await;
+        let output = scratch.baton_with_input(args, None).await;
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -769,7 +719,7 @@ async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start
     use baton::trace::TraceId;
 
     let upstream = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config = support_bot_config(&[("upstream", &upstream)], &["upstream"]).replace(
         "[routes.support]\n",
         "[routes.support]\non_interrupt = \"resume\"\n",
@@ -793,7 +743,7 @@ async fn interrupted_requests_are_resumed_or_failed_as_their_route_says_at_start
         store.flush().unwrap();
     }
     let output = scratch
-        .baton(
+        .baton_with_input(
             &["ask", &support_bot(), "How do I change my email address?"],
             None,
         )
@@ -831,7 +781,7 @@ async fn trace_shows_every_attempt_of_a_failed_over_request() {
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
     let middle = mock("[[fault]]\nkind = \"reset\"\n").await;
     let last = mock("").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &support_bot_config(
@@ -840,7 +790,7 @@ async fn trace_shows_every_attempt_of_a_failed_over_request() {
         ),
     );
     let asked = scratch
-        .baton(
+        .baton_with_input(
             &["ask", &support_bot(), "Why was I charged twice?", "--json"],
             None,
         )
@@ -852,7 +802,7 @@ async fn trace_shows_every_attempt_of_a_failed_over_request() {
         .to_owned();
     // The end of the id is enough.
     let traced = scratch
-        .baton(&["trace", &trace_id[trace_id.len() - 12..]], None)
+        .baton_with_input(&["trace", &trace_id[trace_id.len() - 12..]], None)
         .await;
     let shown = text(&traced.stdout);
     assert!(traced.status.success(), "{}", text(&traced.stderr));
@@ -902,7 +852,7 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
     let secondary = mock("").await;
     let (url, received) = webhook().await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config = support_bot_config(
         &[("primary", &primary), ("secondary", &secondary)],
         &["primary", "secondary"],
@@ -929,7 +879,7 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
     // A second run with the provider still down: the episode is open in
     // the store, so nothing fires again.
     let again = scratch
-        .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+        .baton_with_input(&["ask", &support_bot(), "Why was I charged twice?"], None)
         .await;
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(received.lock().unwrap().len(), 1);
@@ -941,7 +891,7 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
     let mut resolved = false;
     for _ in 0..5 {
         let asked = scratch
-            .baton(&["ask", &support_bot(), "Why was I charged twice?"], None)
+            .baton_with_input(&["ask", &support_bot(), "Why was I charged twice?"], None)
             .await;
         assert!(asked.status.success(), "{}", text(&asked.stderr));
         if received.lock().unwrap().len() == 2 {
@@ -970,7 +920,7 @@ async fn a_provider_going_down_during_a_run_fires_one_alert_and_its_recovery_res
 async fn the_report_of_a_run_against_a_fault_script_has_the_hand_worked_figures() {
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
     let secondary = mock("[server]\nlatency = \"50ms\"\n").await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config = support_bot_config(
         &[("primary", &primary), ("secondary", &secondary)],
         &["primary", "secondary"],
@@ -997,7 +947,7 @@ async fn the_report_of_a_run_against_a_fault_script_has_the_hand_worked_figures(
         .collect();
     let run = scratch.run_in_order("faults.jsonl", &script).await;
     assert!(run.status.success(), "{}", text(&run.stderr));
-    let report = scratch.baton(&["report", "--json"], None).await;
+    let report = scratch.baton_with_input(&["report", "--json"], None).await;
     assert!(report.status.success(), "{}", text(&report.stderr));
     let report = json(&report);
     let totals = &report["totals"];

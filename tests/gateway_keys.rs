@@ -3,9 +3,7 @@
 //! loopback mock in this process, keys made by `baton keys create` through
 //! the admin socket of the running gateway.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use baton::provider::mock::{MockHandle, MockServer, Script};
@@ -33,98 +31,48 @@ fn config(upstream: &MockHandle) -> String {
     )
 }
 
-struct Scratch {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Scratch {
-    fn new(config: &str) -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("baton.toml"), config).unwrap();
-        Scratch { dir }
-    }
+use common::{Serve, Workdir};
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-        command
-            .arg("--config")
-            .arg(self.path("baton.toml"))
-            .arg("--state")
-            .arg(self.path("state"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_STATE")
-            .env_remove("BATON_LOG");
-        command
-    }
-
-    /// `baton ARGS`, which must succeed; its stdout. Off the runtime so
-    /// the mock keeps serving.
-    async fn ok(&self, args: &[&str]) -> String {
-        let mut command = self.command(args);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "baton {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
+impl Workdir {
+    /// `baton keys create ARGS`: the new key.
     async fn key(&self, args: &[&str]) -> String {
         let mut all = vec!["keys", "create"];
         all.extend_from_slice(args);
         self.ok(&all).await.trim().to_owned()
     }
-
-    async fn serve(&self, extra: &[&str]) -> Serve {
-        let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut command = self.command(&args);
-        command.stderr(Stdio::piped()).stdout(Stdio::null());
-        tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().unwrap();
-            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-            let port = loop {
-                let line = lines.next().expect("serve printed its address").unwrap();
-                if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-                    break rest.split(' ').next().unwrap().parse::<u16>().unwrap();
-                }
-            };
-            // Keep draining stderr so the child never blocks on it.
-            std::thread::spawn(move || for _ in lines {});
-            Serve {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                http: reqwest::Client::new(),
-            }
-        })
-        .await
-        .unwrap()
-    }
 }
 
-struct Serve {
-    child: Child,
-    base: String,
+/// `baton serve` with an HTTP client for it.
+struct Gateway {
+    running: Serve,
     http: reqwest::Client,
+    base: String,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Starts `baton serve` over `workdir`, off the runtime so that the mock
+/// keeps serving while the gateway starts.
+async fn start(workdir: Workdir, args: &[&str]) -> Gateway {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let running = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        workdir.serve(&args)
+    })
+    .await
+    .unwrap();
+    Gateway {
+        base: running.url(""),
+        running,
+        http: reqwest::Client::new(),
     }
 }
 
-impl Serve {
+impl Gateway {
+    fn workdir(&self) -> &Workdir {
+        &self.running.workdir
+    }
+
     async fn chat(
         &self,
         key: Option<&str>,
@@ -143,16 +91,12 @@ impl Serve {
         request.send().await.unwrap()
     }
 
-    /// Stops like Ctrl-C would: requests finish, the store is flushed.
-    async fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        tokio::task::spawn_blocking(move || {
-            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-            child.wait().unwrap();
-        })
-        .await
-        .unwrap();
+    /// Stops like Ctrl-C would; the directory stays for the next one.
+    async fn stop(self) -> Workdir {
+        let Gateway { running, .. } = self;
+        tokio::task::spawn_blocking(move || running.stop())
+            .await
+            .unwrap()
     }
 }
 
@@ -164,12 +108,13 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_authenticate_scope_and_rate_limit() {
     let upstream = mock("").await;
-    let scratch = Scratch::new(&config(&upstream));
-    let serve = scratch.serve(&[]).await;
+    let scratch = Workdir::with_config(&config(&upstream));
+    let serve = start(scratch, &[]).await;
     // No key yet: the gateway is open.
     assert_eq!(serve.chat(None, "main", &[]).await.status(), 200);
     // Made through the admin socket of the running gateway.
-    let key = scratch
+    let key = serve
+        .workdir()
         .key(&["--name", "ci", "--routes", "main", "--rpm", "2"])
         .await;
     assert!(key.starts_with("bk-"), "{key}");
@@ -224,7 +169,10 @@ async fn keys_authenticate_scope_and_rate_limit() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
 
     // Tokens count once an answer has ended: one answer fills 10.
-    let tokens = scratch.key(&["--name", "tokens", "--tpm", "10"]).await;
+    let tokens = serve
+        .workdir()
+        .key(&["--name", "tokens", "--tpm", "10"])
+        .await;
     assert_eq!(serve.chat(Some(&tokens), "main", &[]).await.status(), 200);
     let limited = serve.chat(Some(&tokens), "main", &[]).await;
     assert_eq!(limited.status(), 429);
@@ -232,13 +180,13 @@ async fn keys_authenticate_scope_and_rate_limit() {
 
     // Revoked through the admin socket: refused from the next request
     // (another key keeps keys on: revoking the last one opens the gateway).
-    let other = scratch.key(&["--name", "other"]).await;
-    scratch.ok(&["keys", "revoke", "ci"]).await;
+    let other = serve.workdir().key(&["--name", "other"]).await;
+    serve.workdir().ok(&["keys", "revoke", "ci"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = error_of(serve.chat(Some(&key), "main", &[]).await).await;
     assert_eq!(status, 401);
     assert_eq!(serve.chat(Some(&other), "other", &[]).await.status(), 200);
-    let listed = scratch.ok(&["keys", "list", "--json"]).await;
+    let listed = serve.workdir().ok(&["keys", "list", "--json"]).await;
     assert!(
         !listed.contains(&key),
         "the key never leaves the create output"
@@ -248,9 +196,9 @@ async fn keys_authenticate_scope_and_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_budget_stops_upstream_calls_even_after_a_restart() {
     let upstream = mock("").await;
-    let scratch = Scratch::new(&config(&upstream));
+    let scratch = Workdir::with_config(&config(&upstream));
     let key = scratch.key(&["--name", "capped", "--budget", "1"]).await;
-    let serve = scratch.serve(&[]).await;
+    let serve = start(scratch, &[]).await;
     assert_eq!(serve.chat(Some(&key), "main", &[]).await.status(), 200);
     let refused = serve.chat(Some(&key), "main", &[]).await;
     assert!(refused.headers().get("retry-after").is_none());
@@ -258,12 +206,12 @@ async fn a_spent_budget_stops_upstream_calls_even_after_a_restart() {
     assert_eq!(status, 429);
     assert_eq!(body["error"]["code"], "budget_exceeded");
     assert_eq!(upstream.stats().requests, 1);
-    serve.stop().await;
+    let scratch = serve.stop().await;
 
     let listed: Value =
         serde_json::from_str(&scratch.ok(&["keys", "list", "--json"]).await).unwrap();
     assert!(listed[0]["spent"].as_f64().unwrap() >= 1.0, "{listed}");
-    let serve = scratch.serve(&[]).await;
+    let serve = start(scratch, &[]).await;
     let (status, body) = error_of(serve.chat(Some(&key), "main", &[]).await).await;
     assert_eq!(status, 429);
     assert_eq!(body["error"]["code"], "budget_exceeded");
@@ -277,14 +225,14 @@ async fn a_spent_budget_stops_upstream_calls_even_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cannot_widen_their_own_scope() {
     let upstream = mock("").await;
-    let scratch = Scratch::new(&config(&upstream));
+    let scratch = Workdir::with_config(&config(&upstream));
     let admin = scratch
         .key(&[
             "--name", "ops", "--routes", "main", "--rpm", "10", "--admin",
         ])
         .await;
     let user = scratch.key(&["--name", "app"]).await;
-    let serve = scratch.serve(&[]).await;
+    let serve = start(scratch, &[]).await;
     let create = |key: &str, body: Value| {
         serve
             .http
@@ -322,8 +270,8 @@ async fn keys_cannot_widen_their_own_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_asks_upstream_once() {
     let upstream = mock("[server]\nlatency = \"400ms\"\n").await;
-    let scratch = Scratch::new(&config(&upstream));
-    let serve = scratch.serve(&["--idempotency-window", "10m"]).await;
+    let scratch = Workdir::with_config(&config(&upstream));
+    let serve = start(scratch, &["--idempotency-window", "10m"]).await;
     let same = [("idempotency-key", "order-42")];
     let answers =
         futures_util::future::join_all((0..5).map(|_| serve.chat(None, "main", &same))).await;

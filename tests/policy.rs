@@ -15,79 +15,17 @@
 //!   was asked under, whose engine stops only after it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use baton::provider::mock::{MockHandle, MockServer, Script};
 use serde_json::Value;
 
-/// A test's directory: `baton.toml`, `agents/desk/`, the state directory.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-        command
-            .arg("--config")
-            .arg(self.path("baton.toml"))
-            .arg("--state")
-            .arg(self.path("state"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_STATE")
-            .env_remove("BATON_LOG")
-            .env("BATON_AUTHOR", "tester");
-        command
-    }
-
-    /// Runs baton to completion, off the async runtime so that in-process
-    /// mocks keep serving.
-    async fn baton(&self, args: &[&str]) -> Output {
-        let mut command = self.command(args);
-        tokio::task::spawn_blocking(move || command.output().expect("the baton binary runs"))
-            .await
-            .unwrap()
-    }
-
-    /// `baton ARGS`, which must succeed; its stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let output = self.baton(args).await;
-        assert!(
-            output.status.success(),
-            "baton {args:?} failed:\n{}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let stdout = self.ok(args).await;
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
-    }
-}
+use common::Workdir;
 
 /// The log's colours removed (`ESC [ ... m`).
 fn strip_ansi(line: &str) -> String {
@@ -140,7 +78,7 @@ fn config(upstream: Option<&MockHandle>) -> String {
 const MEMORY: &str = "# Desk\n\nEvery answer is short.\nHouse marker: ALPHA.\nSign off politely.\n";
 
 /// A small swarm under `agents/desk/` beside baton.toml.
-fn write_swarm(scratch: &Scratch) {
+fn write_swarm(scratch: &Workdir) {
     scratch.write("agents/desk/CLAUDE.md", MEMORY);
     scratch.write(
         "agents/desk/lead.md",
@@ -158,7 +96,7 @@ fn write_swarm(scratch: &Scratch) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_history_show_diff_and_rollback_round_trip() {
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write("baton.toml", &config(None));
     write_swarm(&scratch);
 
@@ -291,7 +229,7 @@ async fn apply_history_show_diff_and_rollback_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_does_not_load_is_refused_with_its_file_and_line() {
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     let config_path = scratch.write(
         "baton.toml",
         &config(None).replace("chain = [\"upstream\"]", "chain = [\"nowhere\"]"),
@@ -349,11 +287,11 @@ struct Chat {
 }
 
 impl Chat {
-    fn start(scratch: &Scratch, swarm: &str) -> Chat {
+    fn start(scratch: &Workdir, swarm: &str) -> Chat {
         Chat::start_logging(scratch, swarm, "warn")
     }
 
-    fn start_logging(scratch: &Scratch, swarm: &str, log: &str) -> Chat {
+    fn start_logging(scratch: &Workdir, swarm: &str, log: &str) -> Chat {
         let mut child = scratch
             .command(&["chat", swarm, "--json", "--session", "s1"])
             .env("BATON_LOG", log)
@@ -449,7 +387,7 @@ impl Chat {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_from_another_process_is_visible_to_a_running_chat() {
     let upstream = mock().await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write("baton.toml", &config(Some(&upstream)));
     write_swarm(&scratch);
     scratch.ok(&["policy", "apply", "-m", "alpha"]).await;
@@ -521,7 +459,7 @@ async fn a_rollback_from_another_process_is_visible_to_a_running_chat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_during_a_switch_finishes_on_the_old_version() {
     let upstream = mock().await;
-    let scratch = Scratch::new();
+    let scratch = Workdir::new();
     scratch.write(
         "baton.toml",
         &config(Some(&upstream))

@@ -94,14 +94,11 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn policy(serve: &Serve, args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .arg("--config")
-        .arg(serve.dir.path().join("baton.toml"))
-        .arg("--state")
-        .arg(serve.state())
-        .arg("policy")
-        .args(args)
-        .current_dir(serve.dir.path())
+    let mut policy = vec!["policy"];
+    policy.extend_from_slice(args);
+    let output = serve
+        .workdir
+        .command(&policy)
         .output()
         .expect("baton policy runs");
     assert!(
@@ -206,7 +203,7 @@ async fn baton_serve_holds_up_under_chaos_policy_changes_and_a_sigkill() {
         );
     }
     let mut serve = Serve::start(&config(&mocks, [0, 1, 2]), &[], &[]);
-    std::fs::write(serve.dir.path().join("v2.toml"), config(&mocks, [1, 0, 2])).unwrap();
+    serve.workdir.write("v2.toml", &config(&mocks, [1, 0, 2]));
     policy(&serve, &["apply", "-m", "soak: first version"]);
 
     let shared = Arc::new(Shared {
@@ -239,7 +236,7 @@ async fn baton_serve_holds_up_under_chaos_policy_changes_and_a_sigkill() {
         let at = start.elapsed().as_secs_f64() / duration.as_secs_f64();
         if at >= 0.25 && !applied {
             applied = true;
-            let v2 = serve.dir.path().join("v2.toml");
+            let v2 = serve.workdir.path("v2.toml");
             policy(
                 &serve,
                 &["apply", v2.to_str().unwrap(), "-m", "soak: secondary first"],

@@ -1,21 +1,130 @@
-//! What several test binaries share: `baton serve` as a child process on a
-//! free port, over a config written to a temporary directory.
+//! What several test binaries share: a test's own directory ([`Workdir`])
+//! for running the binary on real files, and `baton serve` as a child
+//! process on a free port over it ([`Serve`]).
 
 // Each test binary uses part of this.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+/// A test's directory: `baton.toml`, the state directory `state/`, and
+/// whatever else the test writes. Removed when dropped.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A directory whose `baton.toml` is `config`.
+    pub fn with_config(config: &str) -> Workdir {
+        let workdir = Workdir::new();
+        workdir.write("baton.toml", config);
+        workdir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` to `name` (creating its directories); its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `baton --config baton.toml --state state ARGS...` in this directory,
+    /// untouched by the environment the tests run in.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command
+            .arg("--config")
+            .arg(self.path("baton.toml"))
+            .arg("--state")
+            .arg(self.path("state"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("BATON_CONFIG")
+            .env_remove("BATON_STATE")
+            .env_remove("BATON_LOG")
+            .env("BATON_AUTHOR", "tester");
+        command
+    }
+
+    /// Runs baton to completion, off the async runtime so that in-process
+    /// mocks keep serving.
+    pub async fn baton(&self, args: &[&str]) -> Output {
+        self.baton_with_input(args, None).await
+    }
+
+    /// [`Workdir::baton`] with `stdin` piped in, then closed (the end of
+    /// input for `chat`).
+    pub async fn baton_with_input(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = self.command(args);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("the baton binary runs");
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).unwrap();
+            }
+            drop(pipe);
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `baton ARGS`, which must succeed; its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let output = self.baton(args).await;
+        assert!(
+            output.status.success(),
+            "baton {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `baton ARGS`, which must succeed and print JSON.
+    pub async fn json(&self, args: &[&str]) -> Value {
+        let stdout = self.ok(args).await;
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+    }
+
+    /// Starts `baton serve` over this directory's config and store.
+    pub fn serve(self, args: &[&str]) -> Serve {
+        let (child, port) = spawn(&self, args);
+        Serve {
+            child,
+            port,
+            workdir: self,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+}
+
 pub struct Serve {
     pub child: Child,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub workdir: Workdir,
     args: Vec<String>,
 }
 
@@ -23,20 +132,11 @@ impl Serve {
     /// Writes `config` to a temporary `baton.toml` (and `files` beside it)
     /// and starts `baton serve` on it.
     pub fn start(config: &str, files: &[(&str, &str)], args: &[&str]) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("baton.toml"), config).unwrap();
+        let workdir = Workdir::with_config(config);
         for (name, text) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+            workdir.write(name, text);
         }
-        let (child, port) = spawn(dir.path(), args);
-        Serve {
-            child,
-            port,
-            dir,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-        }
+        workdir.serve(args)
     }
 
     /// SIGKILLs the server and starts another on the same config and
@@ -45,9 +145,20 @@ impl Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let (child, port) = spawn(self.dir.path(), &args);
+        let (child, port) = spawn(&self.workdir, &args);
         self.child = child;
         self.port = port;
+    }
+
+    /// Stops like Ctrl-C would (SIGTERM: requests finish, the store is
+    /// flushed); the directory stays for the next process.
+    pub fn stop(mut self) -> Workdir {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "baton serve stopped with {status}");
+        // Drop (which kills) cannot give up a field: swap in an empty one.
+        std::mem::replace(&mut self.workdir, Workdir::new())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -55,16 +166,14 @@ impl Serve {
     }
 
     pub fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.workdir.path("state")
     }
 
     /// `baton trace ID --json` against the store this server holds.
     pub fn trace(&self, id: &str) -> Value {
-        let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("--state")
-            .arg(self.state())
-            .args(["trace", id, "--json"])
-            .current_dir(self.dir.path())
+        let output = self
+            .workdir
+            .command(&["trace", id, "--json"])
             .output()
             .unwrap();
         assert!(
@@ -87,19 +196,12 @@ impl Drop for Serve {
     }
 }
 
-/// `baton serve` over `dir/baton.toml` and `dir/state`; returns its port.
-fn spawn(dir: &Path, args: &[&str]) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .arg("--config")
-        .arg(dir.join("baton.toml"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BATON_CONFIG")
-        .env_remove("BATON_STATE")
-        .env_remove("BATON_LOG")
+/// `baton serve` over the directory's config and store; returns its port.
+fn spawn(workdir: &Workdir, args: &[&str]) -> (Child, u16) {
+    let mut serve = vec!["serve", "--addr", "127.0.0.1:0"];
+    serve.extend_from_slice(args);
+    let mut child = workdir
+        .command(&serve)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
