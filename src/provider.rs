@@ -368,6 +368,10 @@ pub enum ProviderError {
     /// is not charged, and the route moves on as a spill-over.
     #[error("saturated: {0}")]
     Saturated(String),
+    /// Refused inside Baton, before any call: the breaker opened (or its
+    /// one half-open trial was taken) after the router chose the provider.
+    #[error("circuit breaker open")]
+    BreakerOpen,
 }
 
 fn retry_after_text(retry_after: &Option<Duration>) -> String {
@@ -428,7 +432,17 @@ impl ProviderError {
             ProviderError::MissingKey(_) => "missing_key",
             ProviderError::Unavailable(_) => "unavailable",
             ProviderError::Saturated(_) => "saturated",
+            ProviderError::BreakerOpen => "breaker_open",
         }
+    }
+
+    /// The labels of the errors that end an attempt inside Baton, before
+    /// the provider is called: they say nothing of its errors or latency.
+    pub const NEVER_SENT: [&'static str; 2] = ["saturated", "breaker_open"];
+
+    /// Whether the attempt ended inside Baton without reaching the provider.
+    pub fn never_sent(&self) -> bool {
+        ProviderError::NEVER_SENT.contains(&self.label())
     }
 }
 

@@ -122,6 +122,14 @@ fn the_support_bot_demo_reports_what_its_fault_script_did() {
         "{primary_report}"
     );
     assert_eq!(count(&primary_report["errors"]["cut_stream"]), 1);
+    // The report's attempts are the calls the provider saw (plus the ones
+    // its closed port refused); a call Baton ended itself, its breaker
+    // having opened after the router looked, is counted apart.
+    assert_eq!(
+        count(&primary_report["attempts"]),
+        count(&primary["requests"]) + count(&primary_report["errors"]["connect"]),
+        "{primary_report}"
+    );
     let secondary = mock(&summary, "secondary");
     let secondary_report = provider_report(&summary, "secondary");
     assert!(count(&secondary["by_outcome"]["status"]) > 0, "{secondary}");

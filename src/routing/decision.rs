@@ -326,7 +326,8 @@ impl From<&ProviderError> for ErrorKind {
             ProviderError::Status { .. }
             | ProviderError::PrefillRejected(_)
             | ProviderError::MissingKey(_)
-            | ProviderError::Unavailable(_) => ErrorKind::Client,
+            | ProviderError::Unavailable(_)
+            | ProviderError::BreakerOpen => ErrorKind::Client,
             ProviderError::ContextLength(_) => ErrorKind::ContextLength,
             ProviderError::ContentFilter => ErrorKind::ContentFilter,
             ProviderError::Malformed(_) => ErrorKind::Malformed,

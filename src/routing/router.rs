@@ -309,7 +309,8 @@ fn fails_over(route: &Route, error: &ProviderError) -> bool {
         ProviderError::PrefillRejected(_)
         | ProviderError::MissingKey(_)
         | ProviderError::Unavailable(_)
-        | ProviderError::Saturated(_) => true,
+        | ProviderError::Saturated(_)
+        | ProviderError::BreakerOpen => true,
         // A redirect, a refused key or an unknown model is the provider's
         // configuration fault, not the request's: the next one may serve.
         ProviderError::Status { status, .. }
@@ -868,7 +869,7 @@ impl Router {
             // Another request took the half-open trial between the snapshot
             // and now: this provider is not called, and nothing is charged
             // to its health.
-            return refused(ProviderError::Unavailable("circuit breaker open".into()));
+            return refused(ProviderError::BreakerOpen);
         }
         let capped_by_total = begin + route.spec.deadlines.attempt > total_end;
         let guard = handle.begin(begin, admission);

@@ -222,6 +222,10 @@ pub struct Aggregate {
     pub switches: u64,
     /// Of those, found unnecessary.
     pub unnecessary_switches: u64,
+    /// Attempts that ended inside Baton before the provider was called
+    /// (its queue full, its breaker open), by kind: kept out of `count`,
+    /// the outcomes and the latency, which judge the provider.
+    pub never_sent: BTreeMap<String, u64>,
 }
 
 impl Aggregate {
@@ -248,6 +252,9 @@ impl Aggregate {
         self.to_fallback_count += other.to_fallback_count;
         self.switches += other.switches;
         self.unnecessary_switches += other.unnecessary_switches;
+        for (kind, n) in &other.never_sent {
+            *self.never_sent.entry(kind.clone()).or_default() += n;
+        }
     }
 
     fn outcome(&mut self, kind: &str) {
@@ -262,6 +269,10 @@ impl Aggregate {
 
     /// Adds an attempt to a provider's tally.
     pub fn add_attempt(&mut self, attempt: &crate::store::telemetry::AttemptEvent<'_>) {
+        if crate::provider::ProviderError::NEVER_SENT.contains(&attempt.outcome) {
+            count(&mut self.never_sent, attempt.outcome);
+            return;
+        }
         self.count += 1;
         self.outcome(attempt.outcome);
         self.latency(attempt.latency);
@@ -578,7 +589,9 @@ mod tests {
             attempt("a", "ok", 1_500, 0.1),
             attempt("a", "5xx", 250_000, 0.0),
             attempt("b", "contract", 80_000, 0.3),
+            attempt("a", "saturated", 3, 0.0),
             attempt("a", "ok", 1_000_000, 0.7),
+            attempt("a", "breaker_open", 2, 0.0),
             request(5_000_000_000, Some(4_000_000_000), true),
             request(6_000_000_000, None, false),
             Event::Switch(SwitchEvent {
@@ -594,18 +607,25 @@ mod tests {
         let mut whole = Tallies::default();
         events.iter().for_each(|e| whole.fold(e));
         let (mut left, mut right) = (Tallies::default(), Tallies::default());
-        events[..3].iter().for_each(|e| left.fold(e));
-        events[3..].iter().for_each(|e| right.fold(e));
+        events[..4].iter().for_each(|e| left.fold(e));
+        events[4..].iter().for_each(|e| right.fold(e));
         // Merge in the other order: the sums must not depend on it.
         right.merge(&left);
         assert_eq!(right, whole);
 
         let a = &whole.providers["a"];
+        // Refused inside Baton: counted apart, not as the provider's
+        // attempts, errors or (near-zero) latencies.
         assert_eq!(a.count, 3);
         assert_eq!(
             a.outcomes,
             BTreeMap::from([("5xx".into(), 1), ("ok".into(), 2)])
         );
+        assert_eq!(
+            a.never_sent,
+            BTreeMap::from([("breaker_open".into(), 1), ("saturated".into(), 1)])
+        );
+        assert_eq!(a.latency.histogram().min(), 1_500);
         assert_eq!(a.cost_nanos, 800_000_000);
         assert_eq!(a.max_latency_us, 1_000_000);
         assert_eq!((a.to_fallback_count, a.to_fallback_us), (1, 1_000_000));

@@ -156,6 +156,9 @@ pub struct ProviderReport {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost: f64,
+    /// Attempts Baton ended before calling the provider (`saturated`,
+    /// `breaker_open`): not in `attempts`, the rates or the latency.
+    pub never_sent: BTreeMap<String, u64>,
 }
 
 /// One route's figures.
@@ -389,6 +392,7 @@ fn provider_report(
         input_tokens: tally.input_tokens,
         output_tokens: tally.output_tokens,
         cost: tally.cost(),
+        never_sent: tally.never_sent.clone(),
     }
 }
 
@@ -620,9 +624,22 @@ impl Report {
                     p.contract_violations.to_string(),
                     format!("{:.4}", p.cost),
                 ];
-                let note = (!p.errors.is_empty())
-                    .then(|| format!("errors: {}", error_line(&p.error_rates, &p.errors)));
-                (cells, note)
+                let mut notes = Vec::new();
+                if !p.errors.is_empty() {
+                    notes.push(format!("errors: {}", error_line(&p.error_rates, &p.errors)));
+                }
+                if !p.never_sent.is_empty() {
+                    let kinds: Vec<String> = p
+                        .never_sent
+                        .iter()
+                        .map(|(kind, n)| format!("{kind} {n}"))
+                        .collect();
+                    notes.push(format!(
+                        "not sent (Baton moved on first): {}",
+                        kinds.join(", ")
+                    ));
+                }
+                (cells, (!notes.is_empty()).then(|| notes.join("; ")))
             })
             .collect();
         text.push_str(&table(

@@ -312,7 +312,7 @@ impl Router {
         };
         let admission = handle.admit(Instant::now());
         if let crate::routing::breaker::Admission::Rejected { .. } = admission {
-            let error = ProviderError::Unavailable("circuit breaker open".into());
+            let error = ProviderError::BreakerOpen;
             return (record(begin.elapsed(), Some(&error), None), Err(error));
         }
         let guard = handle.begin(begin, admission);
