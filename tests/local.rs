@@ -155,6 +155,14 @@ async fn the_local_server_answers_last_is_restarted_when_it_dies_and_stops_with_
         1,
         "the remote provider was tried first: {trace:#}"
     );
+    // The local server's call is in the journal like any attempt, after
+    // the chain's.
+    let attempts = trace["attempts"].as_array().unwrap();
+    let last = attempts.last().unwrap();
+    assert_eq!(attempts.len(), 2, "{trace:#}");
+    assert_eq!(attempts[0]["provider"], "remote", "{trace:#}");
+    assert_eq!(last["provider"], "surrogate", "{trace:#}");
+    assert_eq!(last["reason"], "final_fallback", "{trace:#}");
     let servers = children_of(baton);
     assert_eq!(servers.len(), 1, "one local server: {servers:?}");
     let dead = servers[0];

@@ -114,6 +114,9 @@ pub enum AttemptReason {
     Failover,
     Retry,
     Hedge,
+    /// A final fallback that is a provider of its own (a supervised local
+    /// model server), asked after the route's chain.
+    FinalFallback,
 }
 
 /// One attempt, for the trace and the journal.
@@ -569,18 +572,22 @@ impl Router {
     }
 
     /// The answer of a final fallback, when it has one for this request.
+    /// A local model server's calls are attempts like any provider's, so
+    /// they go to `attempts`.
     async fn final_answer(
         &self,
         fallback: FinalFallback,
         fingerprint: &Fingerprint,
         request: &RouteRequest,
+        started: Instant,
+        attempts: &mut Vec<AttemptRecord>,
     ) -> Option<(ChatResponse, ServedBy)> {
         match fallback {
             FinalFallback::Cache => self
                 .cache
                 .get(fingerprint, Instant::now())
                 .map(|cached| (cached.response, ServedBy::Cache { age: cached.age })),
-            FinalFallback::Local => self.local_answer(request).await,
+            FinalFallback::Local => self.local_answer(request, started, attempts).await,
             FinalFallback::Extractive => {
                 let extractive = request.extractive.as_ref()?;
                 // Local and quick: a few seconds even when the remote
@@ -597,8 +604,14 @@ impl Router {
 
     /// The answer of the first supervised local model server that gives
     /// one. A local server in the route's own chain already had its
-    /// attempt there and is not asked twice.
-    async fn local_answer(&self, request: &RouteRequest) -> Option<(ChatResponse, ServedBy)> {
+    /// attempt there and is not asked twice. Each call is a full attempt:
+    /// its concurrency slot, its breaker and health, its record.
+    async fn local_answer(
+        &self,
+        request: &RouteRequest,
+        started: Instant,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Option<(ChatResponse, ServedBy)> {
         let route = self.routes.get(&request.route)?;
         let in_chain = |index: usize| route.chain.contains(&index);
         for (index, handle) in self.pool.handles().iter().enumerate() {
@@ -608,11 +621,19 @@ impl Router {
             // Its own full attempt time, even when the remote providers
             // spent the request's: this is the last answer before the
             // surrogate.
-            let deadline = AttemptDeadline::new(
-                route.spec.deadlines.first_token,
-                route.spec.deadlines.attempt,
-            );
-            match handle.backend.complete(&request.request, deadline).await {
+            let end = Instant::now() + route.spec.deadlines.attempt;
+            let (record, result) = self
+                .attempt(
+                    handle,
+                    request,
+                    route,
+                    AttemptReason::FinalFallback,
+                    started,
+                    end,
+                )
+                .await;
+            attempts.push(record);
+            match result {
                 Ok(response) => {
                     let id = handle.id().clone();
                     return Some((response, ServedBy::Provider { id }));
@@ -657,8 +678,9 @@ impl Router {
                 Step::Again => continue,
                 Step::Attempt { position, reason } => (position, reason),
                 Step::Fallback(fallback) => {
-                    if let Some((response, served_by)) =
-                        self.final_answer(fallback, &fingerprint, &request).await
+                    if let Some((response, served_by)) = self
+                        .final_answer(fallback, &fingerprint, &request, started, &mut attempts)
+                        .await
                     {
                         return Ok(Outcome::from_final_fallback(
                             request.trace_id,

@@ -73,7 +73,7 @@ pub struct AttemptEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     pub provider: String,
-    /// `primary`, `failover`, `retry`, `hedge`, `spill_over`.
+    /// `primary`, `failover`, `retry`, `hedge`, `spill_over`, `final_fallback`.
     pub reason: String,
     /// From the request's acceptance.
     pub started_ms: f64,

@@ -186,7 +186,9 @@ impl Router {
                 Step::Again => continue,
                 Step::Attempt { position, reason } => (position, reason),
                 Step::Fallback(fallback) => {
-                    let answer = self.final_answer(fallback, &fingerprint, &request).await;
+                    let answer = self
+                        .final_answer(fallback, &fingerprint, &request, started, &mut attempts)
+                        .await;
                     if let Some((mut response, served_by)) = answer {
                         let mut joiner = Joiner::new(&mut splice);
                         let mut text = joiner.push(&response.text);
