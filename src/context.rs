@@ -59,6 +59,23 @@ fn push_rule(system: &mut String, swarm: &Swarm, id: RuleId) {
     }
 }
 
+/// Where a delegation step's brief starts in the next step's message: the
+/// question comes first, then this heading, the previous worker's name and
+/// its answer.
+pub const HANDOFF_HEADING: &str = "\n\n## Handoff from ";
+
+/// The next step's message: the question, then the brief of `from`.
+pub fn handoff_message(question: &str, from: &str, brief: &str) -> String {
+    format!("{question}{HANDOFF_HEADING}{from}\n{}", brief.trim_end())
+}
+
+/// The user's question in a message that may carry a handoff brief.
+pub fn question_of(message: &str) -> &str {
+    message
+        .split_once(HANDOFF_HEADING)
+        .map_or(message, |(question, _)| question)
+}
+
 /// Builds the request a worker sends for `user` after `history`.
 pub fn assemble(
     swarm: &Swarm,

@@ -434,10 +434,10 @@ impl Actor for SwarmSupervisor {
                         pending.attempts.extend(entries);
                         // The next worker gets the question and this step's
                         // result as its brief, with the same history.
-                        pending.job.text = format!(
-                            "{}\n\n## Handoff from {agent}\n{}",
-                            pending.question,
-                            brief.trim_end()
+                        pending.job.text = crate::context::handoff_message(
+                            &pending.question,
+                            &agent.to_string(),
+                            &brief,
                         );
                         pending.job.started = Arc::new(AtomicBool::new(false));
                         pending.handed_over = false;

@@ -350,12 +350,16 @@ fn query_of(request: &ChatRequest) -> String {
     let Some(last) = users.next() else {
         return String::new();
     };
-    if tokenize(&last.content).len() < SHORT_QUERY_TERMS {
+    // After a delegation step the message also carries the previous
+    // worker's brief: the surrogate answers what the user asked.
+    let last = crate::context::question_of(&last.content);
+    if tokenize(last).len() < SHORT_QUERY_TERMS {
         if let Some(previous) = users.next() {
-            return format!("{}\n{}", previous.content, last.content);
+            let previous = crate::context::question_of(&previous.content);
+            return format!("{previous}\n{last}");
         }
     }
-    last.content.clone()
+    last.to_owned()
 }
 
 fn word_count(text: &str) -> u32 {
@@ -480,5 +484,19 @@ mod tests {
             ..ChatRequest::default()
         };
         assert_eq!(query_of(&long), "how long does a refund take to appear");
+    }
+
+    #[test]
+    fn a_handoff_brief_is_not_part_of_the_query() {
+        let message = crate::context::handoff_message(
+            "how long does a refund take to appear",
+            "researcher",
+            "[webhooks.md#Retries] Webhooks retry five times.\nCoverage: partial\n",
+        );
+        let request = ChatRequest {
+            messages: vec![Message::user(message)],
+            ..ChatRequest::default()
+        };
+        assert_eq!(query_of(&request), "how long does a refund take to appear");
     }
 }
