@@ -272,6 +272,25 @@ fn route_error(error: &RouteError) -> ApiError {
             format!("no route `{route}`"),
         )
         .with_code("model_not_found"),
+        // Every provider was full (none was called): Baton is at the
+        // capacity the config gives it, and a retry soon may get through.
+        RouteError::Exhausted { attempts, .. }
+            if !attempts.is_empty()
+                && attempts.iter().all(|a| {
+                    a.error
+                        .as_ref()
+                        .is_some_and(|(label, _)| label == "saturated")
+                }) =>
+        {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                error.to_string(),
+            )
+            .with_code("providers_saturated");
+            api.retry_after = Some(Duration::from_secs(1));
+            api
+        }
         RouteError::Exhausted { .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, "api_error", error.to_string())
                 .with_code("all_providers_failed")

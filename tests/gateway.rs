@@ -124,6 +124,47 @@ async fn a_route_answers_in_full_and_is_journaled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_provider_full_the_gateway_answers_503_with_retry_after() {
+    let (primary, secondary) = (
+        mock("[server]\nlatency = \"1s\"\n").await,
+        mock("[server]\nlatency = \"1s\"\n").await,
+    );
+    let one_at_a_time = "max_concurrency = 1\nmax_queue = 0\n";
+    let config = config(&primary, &secondary, "")
+        .replace(
+            "[providers.secondary]",
+            &format!("{one_at_a_time}[providers.secondary]"),
+        )
+        .replace("[routes.main]", &format!("{one_at_a_time}[routes.main]"));
+    let serve = Serve::start(&config, &[], &[]);
+    let http = client();
+    let mut busy = Vec::new();
+    for text in ["first", "second"] {
+        let request = http
+            .post(serve.url("/v1/chat/completions"))
+            .json(&ask(text));
+        busy.push(tokio::spawn(request.send()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // One call in flight on each provider, and no queue: the third is
+    // refused at once, without an upstream call, and told when to retry.
+    let third = http
+        .post(serve.url("/v1/chat/completions"))
+        .json(&ask("third"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "providers_saturated", "{body}");
+    for request in busy {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(primary.stats().requests + secondary.stats().requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_primary_fails_over_and_says_so() {
     let primary = mock("[[fault]]\nkind = \"status\"\nstatus = 503\n").await;
     let secondary = mock("").await;
