@@ -134,6 +134,35 @@ pub struct Usage {
     pub output_tokens: u32,
 }
 
+/// Characters per token for an estimate: about right for English text
+/// under the common BPE vocabularies.
+const CHARS_PER_TOKEN: usize = 4;
+
+impl Usage {
+    /// An estimate for a provider that reported no usage (some local
+    /// servers send none in a stream): key limits, budgets and costs would
+    /// otherwise count such answers as free.
+    pub fn estimate(request: &ChatRequest, response: &ChatResponse) -> Usage {
+        let tokens =
+            |chars: usize| u32::try_from(chars.div_ceil(CHARS_PER_TOKEN)).unwrap_or(u32::MAX);
+        let input: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        let output = response.text.chars().count()
+            + response
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.chars().count())
+                .sum::<usize>();
+        Usage {
+            input_tokens: tokens(input),
+            output_tokens: tokens(output),
+        }
+    }
+}
+
 /// A complete answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
@@ -449,6 +478,44 @@ impl ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_estimated_from_characters_when_a_provider_reports_none() {
+        let request = ChatRequest {
+            messages: vec![
+                Message::system("Be brief."),
+                Message::user("Where is my parcel?"),
+            ],
+            ..ChatRequest::default()
+        };
+        let response = ChatResponse {
+            text: "It left the depot this morning.".into(),
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "track".into(),
+                arguments: r#"{"id":"42"}"#.into(),
+            }],
+            finish_reason: FinishReason::Stop,
+            usage: None,
+            request_id: None,
+            model: "m".into(),
+        };
+        // 9 + 19 characters in; 31 of text, 5 + 11 of the call out.
+        assert_eq!(
+            Usage::estimate(&request, &response),
+            Usage {
+                input_tokens: 7,
+                output_tokens: 12
+            }
+        );
+        let silent = ChatRequest::default();
+        let empty = ChatResponse {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            ..response
+        };
+        assert_eq!(Usage::estimate(&silent, &empty), Usage::default());
+    }
 
     #[test]
     fn labels_and_retryability_follow_the_kind() {

@@ -279,6 +279,12 @@ async fn a_real_local_model_answers_when_every_remote_provider_fails() {
     assert_eq!(providers, ["remote", "backup", "surrogate"], "{trace:#}");
     assert_eq!(attempts[2]["reason"], "final_fallback");
     assert!(attempts[2]["error"].is_null(), "{trace:#}");
+    // llama.cpp's server sends no usage in a stream: Baton estimates it,
+    // so that keys' token limits and budgets still count the answer.
+    assert!(
+        attempts[2]["input_tokens"].as_u64().unwrap() > 0,
+        "{trace:#}"
+    );
     primary.shutdown().await;
     secondary.shutdown().await;
 }

@@ -902,8 +902,14 @@ impl Router {
             Ok(stream) => crate::provider::collect(stream).await,
             Err(error) => Err(error),
         };
-        let result =
-            result.and_then(|response| check_contract(request.contract.as_deref(), response));
+        let result = result
+            .and_then(|response| check_contract(request.contract.as_deref(), response))
+            .map(|mut response| {
+                if response.usage.is_none() {
+                    response.usage = Some(Usage::estimate(&request.request, &response));
+                }
+                response
+            });
         let latency = begin.elapsed();
         let timed_out = matches!(
             result,

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::provider::{
     AttemptDeadline, ChatRequest, ChatResponse, Message, ProviderError, StreamEvent, ToolCall,
-    ToolCallParts,
+    ToolCallParts, Usage,
 };
 use crate::routing::decision::ErrorKind;
 
@@ -354,7 +354,7 @@ impl Router {
                         // Tool calls go out whole, only once the stream
                         // ended properly.
                         send_tool_calls(sink, calls.calls()).await;
-                        let response = ChatResponse {
+                        let mut response = ChatResponse {
                             text: joiner.forwarded.clone(),
                             tool_calls: calls.calls().to_vec(),
                             finish_reason,
@@ -362,6 +362,9 @@ impl Router {
                             request_id,
                             model,
                         };
+                        if response.usage.is_none() {
+                            response.usage = Some(Usage::estimate(&upstream, &response));
+                        }
                         let _ = sink
                             .send(StreamEvent::Finished {
                                 finish_reason: response.finish_reason.clone(),
