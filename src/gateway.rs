@@ -275,11 +275,9 @@ fn route_error(error: &RouteError) -> ApiError {
         // Every provider was full (none was called): Baton is at the
         // capacity the config gives it, and a retry soon may get through.
         RouteError::Exhausted { attempts, .. }
-            if !attempts.is_empty()
+            if attempts.iter().any(|a| label_of(a) == Some("saturated"))
                 && attempts.iter().all(|a| {
-                    a.error
-                        .as_ref()
-                        .is_some_and(|(label, _)| label == "saturated")
+                    label_of(a).is_some_and(|l| ProviderError::NEVER_SENT.contains(&l))
                 }) =>
         {
             let mut api = ApiError::new(
@@ -299,6 +297,10 @@ fn route_error(error: &RouteError) -> ApiError {
     };
     api.trace_id = error.trace_id();
     api
+}
+
+fn label_of(attempt: &crate::routing::router::AttemptRecord) -> Option<&str> {
+    attempt.error.as_ref().map(|(label, _)| label.as_str())
 }
 
 /// A provider's own refusal, passed through with its status.

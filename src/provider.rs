@@ -154,7 +154,7 @@ impl Usage {
             + response
                 .tool_calls
                 .iter()
-                .map(|c| c.name.len() + c.arguments.chars().count())
+                .map(|c| c.name.chars().count() + c.arguments.chars().count())
                 .sum::<usize>();
         Usage {
             input_tokens: tokens(input),
@@ -468,11 +468,6 @@ impl ProviderError {
     /// The labels of the errors that end an attempt inside Baton, before
     /// the provider is called: they say nothing of its errors or latency.
     pub const NEVER_SENT: [&'static str; 2] = ["saturated", "breaker_open"];
-
-    /// Whether the attempt ended inside Baton without reaching the provider.
-    pub fn never_sent(&self) -> bool {
-        ProviderError::NEVER_SENT.contains(&self.label())
-    }
 }
 
 #[cfg(test)]

@@ -145,9 +145,19 @@ fn the_support_bot_demo_reports_what_its_fault_script_did() {
         (8_000.0..=20_000.0).contains(&down_ms),
         "down {down_ms} ms for a 10 s outage"
     );
-    // long-context is the support route's last remote choice and was
-    // never needed.
-    assert_eq!(count(&mock(&summary, "long-context")["requests"]), 0);
+    // long-context is the support route's last remote choice: it is
+    // needed only while the primary is out and the secondary's 429 burst
+    // cannot be waited out (the retry budget spent, or three 429s in a row
+    // opening its breaker for 2 s or more). How often that happens depends
+    // on how many requests are in flight during a burst, so on the
+    // machine's load; when is fixed by the script: within the primary's
+    // outage (8-18 s), or the ejections that may follow (up to 10 s).
+    for turn in summary["turn_log"].as_array().unwrap() {
+        if turn["served_by"] == "long-context" {
+            let at = turn["at_s"].as_f64().unwrap();
+            assert!((8.0..=28.0).contains(&at), "{turn}");
+        }
+    }
 
     // Conversations that spanned a switch had their history replayed to
     // the new provider.

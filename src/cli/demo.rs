@@ -200,7 +200,8 @@ impl Drop for Scratch {
 
 /// The `[file#heading]` citations in `text`, in order, each once. A
 /// heading may hold brackets of its own (`[config.md#Reference > [server]]`),
-/// so a citation ends at its matching bracket; a file name has no spaces.
+/// so a citation ends at its matching bracket; a file name has a dot and
+/// no spaces (`[C#]` is not a citation).
 fn citations_in(text: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let bytes = text.as_bytes();
@@ -221,7 +222,7 @@ fn citations_in(text: &str) -> Vec<String> {
             .filter(|candidate| candidate.ends_with(']'))
             .filter(|candidate| {
                 candidate[1..].split_once('#').is_some_and(|(file, _)| {
-                    !file.is_empty() && !file.contains(|c: char| c.is_whitespace() || c == '[')
+                    file.contains('.') && !file.contains(|c: char| c.is_whitespace() || c == '[')
                 })
             });
         match citation {
@@ -406,7 +407,8 @@ impl Summary {
 
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let workload = args.workload;
-    // `./agents/` first (a checkout's root, or a copy being edited), then
+    // `./SWARM` or `./agents/SWARM` first (a checkout's root, or a copy
+    // being edited), then
     // the checkout this binary was built from, so the demo also runs from
     // any other directory.
     let mut swarm_dir = baton::template::resolve_swarm_dir(workload.swarm());
@@ -667,8 +669,15 @@ async fn play_conversations(
 /// burst has all its answers (one line per spill would bury the switches).
 #[derive(Default)]
 struct BurstTally {
-    /// By burst: turns done, spilled, and where the answers came from.
-    seen: BTreeMap<usize, (usize, usize, BTreeMap<String, usize>)>,
+    seen: BTreeMap<usize, Burst>,
+}
+
+#[derive(Default)]
+struct Burst {
+    conversations_done: usize,
+    spilled: usize,
+    failed: usize,
+    served_by: BTreeMap<String, usize>,
 }
 
 impl BurstTally {
@@ -682,25 +691,32 @@ impl BurstTally {
         started: Instant,
         t0: Instant,
     ) -> Option<String> {
-        let (done, spilled, served) = self.seen.entry(burst).or_default();
-        *done += 1;
+        let tally = self.seen.entry(burst).or_default();
+        tally.conversations_done += 1;
         for turn in turns {
-            *spilled += usize::from(turn.spilled);
-            let by = turn.served_by.as_deref().unwrap_or("failed");
-            *served.entry(by.to_owned()).or_default() += 1;
+            tally.spilled += usize::from(turn.spilled);
+            match &turn.served_by {
+                Some(by) => *tally.served_by.entry(by.clone()).or_default() += 1,
+                None => tally.failed += 1,
+            }
         }
-        if *done < size {
+        if tally.conversations_done < size {
             return None;
         }
-        let served: Vec<String> = served
+        let mut outcomes: Vec<String> = tally
+            .served_by
             .iter()
-            .map(|(by, n)| format!("{n} by {by}"))
+            .map(|(by, n)| format!("{n} answered by {by}"))
             .collect();
+        if tally.failed > 0 {
+            outcomes.push(format!("{} failed", tally.failed));
+        }
         Some(format!(
-            "  t={:>5.1}s burst {}: {size} questions at once, {spilled} spilled over from the saturated first choice; answered {}\n",
+            "  t={:>5.1}s burst {}: {size} conversations at once, {} turn(s) spilled over from a busy first choice; {}\n",
             started.duration_since(t0).as_secs_f64(),
             burst + 1,
-            served.join(", ")
+            tally.spilled,
+            outcomes.join(", ")
         ))
     }
 }
@@ -928,6 +944,6 @@ mod tests {
                 "[config.md#Reference > [server]]"
             ]
         );
-        assert!(citations_in("no citation here [plain]").is_empty());
+        assert!(citations_in("no citation here [plain], in [C#] or [issue#42]").is_empty());
     }
 }

@@ -352,6 +352,9 @@ pub struct AttemptState {
     pub positions: [PositionState; MAX_CHAIN],
     /// The position tried last, whose error the next decision answers.
     pub last: Option<u8>,
+    /// The position that last failed of its own accord (a saturation
+    /// refusal is Baton's, not the provider's): what a failover is from.
+    pub last_failed: Option<u8>,
     /// Time left before the request's total deadline.
     pub remaining: Duration,
     /// Whether the retry budget of the provider tried last can pay for
@@ -366,6 +369,7 @@ impl AttemptState {
         AttemptState {
             positions: [PositionState::default(); MAX_CHAIN],
             last: None,
+            last_failed: None,
             remaining,
             budget_available: true,
             fallbacks_tried: FallbackSet::EMPTY,
@@ -379,15 +383,10 @@ impl AttemptState {
             state.attempts = state.attempts.saturating_add(1);
             state.last_error = Some(error);
             self.last = Some(position);
+            if error != ErrorKind::Saturated {
+                self.last_failed = Some(position);
+            }
         }
-    }
-
-    /// Whether every attempt so far was refused for saturation.
-    fn only_saturated(&self, chain_len: usize) -> bool {
-        self.positions[..chain_len.min(MAX_CHAIN)]
-            .iter()
-            .filter(|p| p.attempts > 0)
-            .all(|p| p.last_error == Some(ErrorKind::Saturated))
     }
 
     /// The positions refused for saturation.
@@ -591,15 +590,15 @@ pub fn decide(chain: &[ProviderSnapshot], route: &RoutePolicy, state: &AttemptSt
         // Chain positions are below MAX_CHAIN (16), so they fit in a u8.
         Some(position) => Decision::Attempt {
             position: position as u8,
-            reason: match state.last {
+            reason: match (state.last_failed, state.last) {
+                (Some(from), _) => Reason::Failover { from },
                 // Only saturation refusals so far: moving on is the same
                 // spill-over the snapshot would have made a moment later.
-                Some(_) if state.only_saturated(chain.len()) => Reason::SpillOver {
+                (None, Some(_)) => Reason::SpillOver {
                     skipped: state.saturated(chain.len()).union(spilled),
                 },
-                Some(from) => Reason::Failover { from },
-                None if !spilled.is_empty() => Reason::SpillOver { skipped: spilled },
-                None => Reason::Primary,
+                (None, None) if !spilled.is_empty() => Reason::SpillOver { skipped: spilled },
+                (None, None) => Reason::Primary,
             },
         },
         None => final_fallback(route, state),
@@ -1139,6 +1138,22 @@ mod tests {
         let state = after(&[(0, ErrorKind::Saturated), (1, ErrorKind::ContentFilter)]);
         let routed = decide(&providers, &RoutePolicy::default(), &state);
         assert_eq!(routed.decision, attempt(2, Reason::Failover { from: 1 }));
+    }
+
+    #[test]
+    fn a_failover_is_from_the_provider_that_failed_not_one_found_full() {
+        let providers = chain(3);
+        // A 5xx, then its retry found the provider full.
+        let retried = after(&[
+            (0, ErrorKind::Server { retry_after: None }),
+            (0, ErrorKind::Saturated),
+        ]);
+        let routed = decide(&providers, &RoutePolicy::default(), &retried);
+        assert_eq!(routed.decision, attempt(1, Reason::Failover { from: 0 }));
+        // A content filter, then the next provider found full.
+        let then_full = after(&[(0, ErrorKind::ContentFilter), (1, ErrorKind::Saturated)]);
+        let routed = decide(&providers, &RoutePolicy::default(), &then_full);
+        assert_eq!(routed.decision, attempt(2, Reason::Failover { from: 0 }));
     }
 
     #[test]

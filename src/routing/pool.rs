@@ -240,7 +240,7 @@ impl ProviderHandle {
     }
 
     /// Waits for a concurrency slot, until `until`. With every slot taken
-    /// and the queue full, refuses at once: the request fails over rather
+    /// and the queue full, refuses at once: the request spills over rather
     /// than piling up behind a saturated provider.
     pub async fn slot(&self, until: Instant) -> Result<Slot<'_>, ProviderError> {
         let Some(limit) = &self.limit else {

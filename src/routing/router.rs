@@ -620,8 +620,7 @@ impl Router {
             }
             // Its own full attempt time, even when the remote providers
             // spent the request's: this is the last answer before the
-            // surrogate.
-            let end = Instant::now() + route.spec.deadlines.attempt;
+            // surrogate. So its timeouts are its own, and charged to it.
             let (record, result) = self
                 .attempt(
                     handle,
@@ -629,7 +628,7 @@ impl Router {
                     route,
                     AttemptReason::FinalFallback,
                     started,
-                    end,
+                    None,
                 )
                 .await;
             attempts.push(record);
@@ -772,7 +771,7 @@ impl Router {
             Some(Hedge::Percentile(p)) => handle.latency_percentile(p),
             None => None,
         };
-        let primary = self.attempt(handle, request, route, reason, started, total_end);
+        let primary = self.attempt(handle, request, route, reason, started, Some(total_end));
         let Some(delay) = hedge_after else {
             let (record, result) = primary.await;
             attempts.push(record);
@@ -815,7 +814,7 @@ impl Router {
             route,
             AttemptReason::Hedge,
             started,
-            total_end,
+            Some(total_end),
         );
         tokio::pin!(hedge);
         // The first answer wins and the other attempt is dropped, which
@@ -852,7 +851,9 @@ impl Router {
         }
     }
 
-    /// One call to one provider, recorded on its handle.
+    /// One call to one provider, recorded on its handle. `total_end` is
+    /// the request's deadline, when one caps the attempt (a final
+    /// fallback's call has its own full attempt time: `None`).
     async fn attempt(
         &self,
         handle: &ProviderHandle,
@@ -860,12 +861,13 @@ impl Router {
         route: &CompiledRoute,
         reason: AttemptReason,
         started: Instant,
-        total_end: Instant,
+        total_end: Option<Instant>,
     ) -> (AttemptRecord, Result<ChatResponse, ProviderError>) {
         let begin = Instant::now();
+        let own_end = begin + route.spec.deadlines.attempt;
         let deadline = AttemptDeadline {
             first_token: route.spec.deadlines.first_token,
-            end: (begin + route.spec.deadlines.attempt).min(total_end),
+            end: total_end.map_or(own_end, |total_end| own_end.min(total_end)),
         };
         let refused = |error: ProviderError| {
             let record = AttemptRecord {
@@ -893,7 +895,7 @@ impl Router {
             // to its health.
             return refused(ProviderError::BreakerOpen);
         }
-        let capped_by_total = begin + route.spec.deadlines.attempt > total_end;
+        let capped_by_total = total_end.is_some_and(|total_end| own_end > total_end);
         let guard = handle.begin(begin, admission);
         // Always stream from the upstream, even for a complete answer: only
         // a stream shows when the first token arrives, so a provider that

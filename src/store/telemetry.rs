@@ -528,7 +528,12 @@ fn encode_record(record: &JournalRecord, buffer: &mut Vec<u8>) -> Vec<(u64, Vec<
         .map(String::as_str)
         .or(record.classification.as_ref().map(|c| c.worker.as_str()))
         .unwrap_or("");
-    let first_failure = record.attempts.iter().find(|a| a.outcome != "ok");
+    // A call Baton ended itself is no provider's failure: the time to a
+    // fallback runs from the first one a provider made.
+    let first_failure = record.attempts.iter().find(|a| {
+        a.outcome != "ok"
+            && !crate::provider::ProviderError::NEVER_SENT.contains(&a.outcome.as_str())
+    });
     let first_failure_ns =
         first_failure.map(|a| accepted_ns + ms_to_ns(a.started_ms + a.latency_ms));
     let error_kind = match record.state {
