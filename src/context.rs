@@ -153,13 +153,19 @@ mod tests {
     use crate::provider::MessageRole;
     use crate::template::load_swarm;
 
-    #[test]
-    fn memory_prompt_rules_knowledge_history_then_the_question() {
+    /// The shipped support-bot swarm and its knowledge base.
+    fn support_bot() -> (Swarm, KnowledgeIndex) {
         let config = Config::parse(DEFAULT_CONFIG, Path::new("baton.toml")).unwrap();
         let swarm = load_swarm(Path::new("agents/support-bot"), &config)
             .unwrap()
             .swarm;
         let index = KnowledgeIndex::build_dir(Path::new("agents/support-bot/knowledge")).unwrap();
+        (swarm, index)
+    }
+
+    #[test]
+    fn memory_prompt_rules_knowledge_history_then_the_question() {
+        let (swarm, index) = support_bot();
         let refunds = swarm.agent("refunds").unwrap();
         let escalation = swarm.requestable_rules().next().unwrap().0;
         let history = [
@@ -189,11 +195,7 @@ mod tests {
 
     #[test]
     fn after_a_handoff_passages_are_retrieved_for_the_question_not_the_brief() {
-        let config = Config::parse(DEFAULT_CONFIG, Path::new("baton.toml")).unwrap();
-        let swarm = load_swarm(Path::new("agents/support-bot"), &config)
-            .unwrap()
-            .swarm;
-        let index = KnowledgeIndex::build_dir(Path::new("agents/support-bot/knowledge")).unwrap();
+        let (swarm, index) = support_bot();
         let refunds = swarm.agent("refunds").unwrap();
         let question = "refund for my yearly plan?";
         // A brief about something else entirely: model output from the
