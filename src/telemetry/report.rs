@@ -367,6 +367,15 @@ fn errors_of(
     (errors, rates)
 }
 
+/// `name n, name n` for a note under a table row.
+fn counts_line(counts: &BTreeMap<String, u64>) -> String {
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn provider_report(
     name: &str,
     tally: &Aggregate,
@@ -629,14 +638,9 @@ impl Report {
                     notes.push(format!("errors: {}", error_line(&p.error_rates, &p.errors)));
                 }
                 if !p.never_sent.is_empty() {
-                    let kinds: Vec<String> = p
-                        .never_sent
-                        .iter()
-                        .map(|(kind, n)| format!("{kind} {n}"))
-                        .collect();
                     notes.push(format!(
                         "not sent (Baton moved on first): {}",
-                        kinds.join(", ")
+                        counts_line(&p.never_sent)
                     ));
                 }
                 (cells, (!notes.is_empty()).then(|| notes.join("; ")))
@@ -697,12 +701,7 @@ impl Report {
                     notes.push(format!("errors: {}", error_line(&r.error_rates, &r.errors)));
                 }
                 if !r.degraded_by.is_empty() {
-                    let by: Vec<_> = r
-                        .degraded_by
-                        .iter()
-                        .map(|(source, n)| format!("{source} {n}"))
-                        .collect();
-                    notes.push(format!("degraded: {}", by.join(", ")));
+                    notes.push(format!("degraded: {}", counts_line(&r.degraded_by)));
                 }
                 if r.contract_violations > 0 {
                     notes.push(format!("contract violations: {}", r.contract_violations));
